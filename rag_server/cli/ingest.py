@@ -1,0 +1,103 @@
+"""`rag-server ingest PATH... --domain NAME`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from ingest.chunkers import CHUNKER_NAMES
+from ingest.pipeline import Ingestion, IngestOptions, IngestSummary, Progress
+from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_errors, settings
+from rag_server.embedding import get_embedder
+from rag_server.retrieval.analyzer import Analyzer
+
+log = logging.getLogger("rag_server.ingest")
+
+# Without a terminal, a progress line at most this often.
+_LOG_EVERY_S = 10.0
+
+
+@reports_errors
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or folders (walked recursively; BEIR folders too)."),
+    domain: str = typer.Option(..., "--domain", "-d", help="The domain to ingest into (created if new)."),
+    chunker: str = typer.Option(
+        None, help=f"Chunker: auto (Markdown-aware for .md) or one of {', '.join(CHUNKER_NAMES)}."
+    ),
+    chunk_size: int = typer.Option(None, min=16, help="Chunk size in embedding-model tokens."),
+    chunk_overlap: int = typer.Option(None, min=0, help="Overlap between chunks in tokens."),
+    prune: bool = typer.Option(False, "--prune", help="Delete the domain's documents not found under PATHS."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Load, chunk, embed and store documents; unchanged ones are skipped, changed ones replaced."""
+    current = settings()
+    if chunker is not None and chunker != "auto" and chunker not in CHUNKER_NAMES:
+        raise typer.BadParameter(f"unknown chunker {chunker!r}; use auto, {', '.join(CHUNKER_NAMES)}")
+    options = IngestOptions.from_settings(
+        current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
+    )
+    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    embedder = get_embedder(current)
+    with database(current) as pool:
+        ingestion = Ingestion(pool, embedder, analyzer, options, (current.hnsw_m, current.hnsw_ef_construction))
+        with _progress() as progress:
+            summary = ingestion.run(paths, domain, progress)
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        _print_summary(summary)
+    if summary.documents_failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+class _progress:
+    """A tqdm bar on a terminal, a log line every few seconds otherwise."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm[None] | None = None
+        self.last_log = time.monotonic()
+        self.started = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if sys.stderr.isatty():
+            self.bar = tqdm(desc="ingest", unit=" doc", dynamic_ncols=True)
+        return self.update
+
+    def update(self, summary: IngestSummary) -> None:
+        done = summary.documents_seen + summary.documents_failed
+        rate = summary.chunks_written / max(time.monotonic() - self.started, 1e-9)
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix(chunks=summary.chunks_written, chunks_s=f"{rate:.0f}", failed=summary.documents_failed)
+            return
+        if time.monotonic() - self.last_log >= _LOG_EVERY_S:
+            self.last_log = time.monotonic()
+            log.info(
+                "%d documents (%d unchanged, %d failed), %d chunks written, %.0f chunks/s",
+                done,
+                summary.documents_unchanged,
+                summary.documents_failed,
+                summary.chunks_written,
+                rate,
+            )
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    for error in summary.errors:
+        typer.echo(f"skipped {error['path']}: {error['reason']}", err=True)
+    rate = summary.chunks_written / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"{summary.domain}: {summary.documents_added} added, {summary.documents_updated} updated, "
+        f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed, "
+        f"{summary.documents_pruned} pruned; {summary.chunks_written} chunks in {summary.seconds:.1f}s "
+        f"({rate:.0f} chunks/s)"
+    )

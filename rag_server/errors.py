@@ -1,0 +1,40 @@
+"""The exceptions this project raises on purpose, in one tree.
+
+    RagError                  anything the user can fix; the CLI prints it, the API maps it to a 4xx
+    ├── ConfigError           a setting is missing or contradicts another one
+    ├── DatabaseError         the database cannot be reached, started or migrated
+    ├── IngestError           an ingestion run cannot go on (a single bad file is a LoadFailure, not this)
+    ├── EmbeddingModelMismatch  a domain is bound to another embedding model than the one configured
+    ├── RetrievalError        a search cannot be run as asked (unknown route, bad filter)
+    └── NotFound              a domain or document that does not exist
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error this project raises on purpose; its message is meant for the user."""
+
+
+class ConfigError(RagError):
+    """A setting is missing, malformed or contradicts another one."""
+
+
+class DatabaseError(RagError):
+    """The database cannot be reached, started or migrated."""
+
+
+class IngestError(RagError):
+    """An ingestion run cannot go on."""
+
+
+class EmbeddingModelMismatch(RagError):
+    """A domain's chunks were embedded by another model than the one configured."""
+
+
+class RetrievalError(RagError):
+    """A search cannot be run as asked."""
+
+
+class NotFound(RagError):
+    """A domain, document or other named thing does not exist."""
