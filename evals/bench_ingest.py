@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 import time
@@ -118,8 +119,5 @@ def run_ingest_bench(
 
 def drop_domain_if_exists(conn: Any, domain: str) -> None:
     """Delete the scratch domain if it exists."""
-    try:
+    with contextlib.suppress(NotFound):
         delete_domain(conn, domain)
-        conn.commit()
-    except NotFound:
-        conn.rollback()

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # --- ingestion ---
     ingest_batch_chunks: int = Field(default=256, ge=1, le=100_000)
 
+    # --- retrieval ---
+    default_domain: str = "default"
+
     # --- semantic route ---
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)

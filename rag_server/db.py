@@ -193,6 +193,8 @@ def open_pool(settings: Settings) -> Iterator[ConnectionPool]:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         configure=_register_types,
+        # Autocommit: a unit of work that needs atomicity says so with `conn.transaction()`.
+        kwargs={"autocommit": True},
         open=False,
         name="rag",
     )

@@ -78,12 +78,13 @@ def ensure_domain(
 ) -> Domain:
     """The domain `name`, created bound to the model if new; refuses a domain bound to another model."""
     check_domain_name(name)
-    model = ensure_embedding_model(conn, model_name, dimension, hnsw)
-    conn.execute(
-        "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-        (name, model.id),
-    )
-    domain = get_domain(conn, name)
+    with conn.transaction():
+        model = ensure_embedding_model(conn, model_name, dimension, hnsw)
+        conn.execute(
+            "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+            (name, model.id),
+        )
+        domain = get_domain(conn, name)
     if domain.model.id != model.id:
         raise EmbeddingModelMismatch(
             f"domain {name!r} was embedded with {domain.model.name!r} ({domain.model.dimension} dimensions), "
@@ -97,6 +98,13 @@ def ensure_embedding_model(
     conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: tuple[int, int]
 ) -> EmbeddingModel:
     """The model's row and its partial HNSW index, created on first use."""
+    with conn.transaction():
+        return _ensure_embedding_model(conn, name, dimension, hnsw)
+
+
+def _ensure_embedding_model(
+    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: tuple[int, int]
+) -> EmbeddingModel:
     # Two first ingests at once would race on creating the same index: serialize them.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.embedding_models'))")
     conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rag_server.cli import bench, config, documents, ingest
+from rag_server.cli import bench, config, documents, evaluate, ingest, search, serve
 
 app = typer.Typer(
     name="rag-server",
@@ -13,9 +13,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("serve")(serve.serve)
 app.command("ingest")(ingest.ingest)
+app.command("search")(search.search)
 app.command("config")(config.show_config)
 app.add_typer(documents.app, name="documents")
+app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
 
 

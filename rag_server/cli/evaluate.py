@@ -1,0 +1,97 @@
+"""`rag-server eval retrieval|report`: accuracy and latency of the routes on BEIR-format data sets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings
+from rag_server.embedding import get_embedder
+from rag_server.errors import RagError
+from rag_server.retrieval.types import ROUTES
+
+app = typer.Typer(help="Evals: retrieval accuracy and latency per route.", no_args_is_help=True)
+
+
+@app.command("retrieval")
+@reports_errors
+def eval_retrieval(
+    dataset: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR folder: queries.jsonl, qrels/test.tsv."),
+    domain: str = typer.Option(None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."),
+    route: str = typer.Option("all", "--route", "-r", help=f"One of {', '.join(ROUTES)}, or all."),
+    corpus: Path = typer.Option(None, exists=True, help="The documents (default: the data set's corpus.jsonl)."),
+    depth: int = typer.Option(200, min=10, max=1000, help="Chunks retrieved per query (deduplicated to documents)."),
+    output: Path = typer.Option(None, "--json", help="Write the report (with per-query results) as JSON here."),
+    report_dir: Path = typer.Option(None, "--report", help="Write report.md and chart.png into this folder."),
+    thresholds: Path = typer.Option(None, exists=True, help="Fail (exit 1) below the thresholds in this JSON."),
+    threshold_set: str = typer.Option(None, help="Key of the thresholds to use (default: the folder name)."),
+) -> None:
+    """Ingest the data set's corpus (incrementally) and score each route on its judged queries."""
+    from evals.report import markdown_table, write_chart, write_markdown
+    from evals.retrieval import check_thresholds, run_retrieval_eval
+    from ingest.pipeline import Ingestion, IngestOptions
+    from rag_server.retrieval.analyzer import Analyzer
+    from rag_server.retrieval.search import Searcher
+
+    routes = list(ROUTES) if route == "all" else [route]
+    if any(name not in ROUTES for name in routes):
+        raise RagError(f"unknown route {route!r}; use one of {', '.join(ROUTES)} or all")
+    corpus = corpus or dataset
+    if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
+        raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
+    domain = domain or _domain_name(dataset)
+    current = settings()
+    embedder = get_embedder(current)
+    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    with database(current) as pool:
+        ingestion = Ingestion(
+            pool, embedder, analyzer, IngestOptions.from_settings(current), (current.hnsw_m, current.hnsw_ef_construction)
+        )
+        summary = ingestion.run([corpus], domain)
+        typer.echo(
+            f"corpus: {summary.documents_added} added, {summary.documents_updated} updated, "
+            f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed ({summary.seconds:.1f}s)",
+            err=True,
+        )
+        searcher = Searcher(pool, embedder, current)
+        with tqdm(desc="queries", unit=" q", disable=not sys.stderr.isatty()) as bar:
+            report = run_retrieval_eval(searcher, dataset, domain, routes, depth, bar.update)
+    result = report.as_dict()
+    typer.echo(markdown_table([result]))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2))
+    if report_dir:
+        write_markdown([result], report_dir / "report.md")
+        write_chart([result], report_dir / "chart.png")
+    if thresholds:
+        failures = check_thresholds(report, thresholds, threshold_set or dataset.name)
+        for failure in failures:
+            typer.echo(f"below threshold: {failure}", err=True)
+        if failures:
+            raise typer.Exit(EXIT_PARTIAL)
+        typer.echo(f"all thresholds in {thresholds} hold", err=True)
+
+
+@app.command("report")
+@reports_errors
+def eval_report(
+    runs: list[Path] = typer.Argument(..., exists=True, help="JSON files written by `eval retrieval --json`."),
+    out: Path = typer.Option(Path("reports"), help="Folder for report.md and chart.png."),
+) -> None:
+    """Combine eval runs into one Markdown table and one chart comparing routes per data set."""
+    from evals.report import write_chart, write_markdown
+
+    loaded = [json.loads(path.read_text()) for path in runs]
+    write_markdown(loaded, out / "report.md")
+    write_chart(loaded, out / "chart.png")
+    typer.echo((out / "report.md").read_text())
+
+
+def _domain_name(dataset: Path) -> str:
+    name = "".join(char if char.isalnum() or char in "-_" else "-" for char in dataset.resolve().name.lower())
+    return f"eval-{name}"[:63]

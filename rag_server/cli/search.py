@@ -1,0 +1,50 @@
+"""`rag-server search QUESTION`: ranked chunks and per-stage timings from any route."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import typer
+
+from rag_server.cli._common import database, print_json, reports_errors, settings
+from rag_server.embedding import get_embedder
+from rag_server.errors import RetrievalError
+from rag_server.retrieval.search import Searcher
+from rag_server.retrieval.types import ROUTES, SearchRequest
+
+
+@reports_errors
+def search(
+    query: str = typer.Argument(..., help="The question or keywords."),
+    domain: str = typer.Option(None, "--domain", "-d", help="Domain to search (default: RAG_DEFAULT_DOMAIN)."),
+    route: str = typer.Option("hybrid", "--route", "-r", help=f"One of {', '.join(ROUTES)}."),
+    k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="How many chunks."),
+    filters: str = typer.Option(None, "--filter", help='Document metadata to match, as JSON: \'{"format": "md"}\'.'),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Search a domain and print the ranked chunks with the time each stage took."""
+    current = settings()
+    request = SearchRequest(query, domain or current.default_domain, route, k, _filters(filters))  # type: ignore[arg-type]
+    with database(current) as pool:
+        result = Searcher(pool, get_embedder(current), current).search(request)
+    if as_json:
+        print_json({"route": result.route, "timings_ms": result.timings_ms, "chunks": [asdict(c) for c in result.chunks]})
+        return
+    for rank, chunk in enumerate(result.chunks, start=1):
+        snippet = " ".join(chunk.text.split())[:160]
+        typer.echo(f"{rank:>3}. {chunk.score:8.4f}  {chunk.external_id}#{chunk.ordinal}  {snippet}")
+    stages = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items())
+    typer.echo(f"{result.route}: {len(result.chunks)} results; {stages}", err=True)
+
+
+def _filters(raw: str | None) -> dict[str, object]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise RetrievalError(f"--filter is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RetrievalError("--filter must be a JSON object, e.g. '{\"format\": \"md\"}'")
+    return value

@@ -1,0 +1,118 @@
+"""The keyword route: exact BM25 over the domain's chunks, from an in-process index kept current.
+
+Each process holds one BM25 index per domain, built from the `terms` analyzed at ingest. Before every search
+it reads the domain's `generation`, which every committing ingest moves: when it moved, the index is rebuilt
+from one consistent snapshot. So every worker and process answers from what is committed, with no restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from rag_server.domains import Domain
+from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.bm25 import BM25Index
+from rag_server.retrieval.semantic import CHUNK_COLUMNS
+from rag_server.retrieval.types import ScoredChunk
+
+
+@dataclass(frozen=True)
+class BM25Parameters:
+    """BM25Okapi's parameters (rank-bm25's defaults)."""
+
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+
+
+@dataclass(frozen=True)
+class _Built:
+    generation: int
+    index: BM25Index
+    chunk_ids: np.ndarray
+
+
+class KeywordIndexes:
+    """The BM25 indexes of this process, one per domain, rebuilt when the domain's generation moves."""
+
+    def __init__(self, analyzer: Analyzer, parameters: BM25Parameters) -> None:
+        self.analyzer = analyzer
+        self.parameters = parameters
+        self._built: dict[int, _Built] = {}
+        self._lock = threading.Lock()
+
+    def search(
+        self, conn: psycopg.Connection[Any], domain: Domain, query: str, k: int, filters: dict[str, Any]
+    ) -> list[ScoredChunk]:
+        """The k chunks of the domain with the highest BM25 score for `query`."""
+        terms = self.analyzer.terms(query)
+        if not terms:
+            return []
+        built = self.current(conn, domain)
+        allowed = _allowed(conn, domain, filters, built.chunk_ids) if filters else None
+        hits = built.index.search(terms, k, allowed)
+        return _chunks(conn, hits)
+
+    def current(self, conn: psycopg.Connection[Any], domain: Domain) -> _Built:
+        """The domain's index as of the last commit, rebuilt if anything changed since it was built."""
+        row = conn.execute("SELECT generation FROM domains WHERE id = %s", (domain.id,)).fetchone()
+        generation = row[0] if row else -1
+        with self._lock:
+            built = self._built.get(domain.id)
+            if built is not None and built.generation == generation:
+                return built
+            built = self._build(conn, domain)
+            self._built[domain.id] = built
+            return built
+
+    def _build(self, conn: psycopg.Connection[Any], domain: Domain) -> _Built:
+        # One snapshot for the generation and the chunks, so the index is exactly that generation's.
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = conn.execute("SELECT generation FROM domains WHERE id = %s", (domain.id,)).fetchone()
+            ids: list[int] = []
+            term_lists: list[list[str]] = []
+            with conn.cursor(name="bm25_terms") as cursor:
+                cursor.itersize = 10_000
+                cursor.execute("SELECT id, terms FROM chunks WHERE domain_id = %s ORDER BY id", (domain.id,))
+                for chunk_id, terms in cursor:
+                    ids.append(chunk_id)
+                    term_lists.append(terms)
+        parameters = self.parameters
+        index = BM25Index(ids, term_lists, k1=parameters.k1, b=parameters.b, epsilon=parameters.epsilon)
+        return _Built(row[0] if row else -1, index, np.asarray(ids, dtype=np.int64))
+
+
+def _allowed(
+    conn: psycopg.Connection[Any], domain: Domain, filters: dict[str, Any], chunk_ids: np.ndarray
+) -> np.ndarray:
+    """A mask over the index's chunks: True where the chunk's document matches the metadata filters."""
+    rows = conn.execute(
+        "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
+        " WHERE c.domain_id = %s AND d.metadata @> %s::jsonb",
+        (domain.id, json.dumps(filters)),
+    )
+    matching = np.fromiter((row[0] for row in rows), dtype=np.int64)
+    return np.isin(chunk_ids, matching)
+
+
+def _chunks(conn: psycopg.Connection[Any], hits: list[tuple[int, float]]) -> list[ScoredChunk]:
+    """ScoredChunks for (chunk id, score) hits, in the hits' order; chunks deleted since are dropped."""
+    if not hits:
+        return []
+    rows = conn.execute(
+        f"SELECT {CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(%s)",
+        ([chunk_id for chunk_id, _ in hits],),
+    ).fetchall()
+    by_id = {row[0]: row for row in rows}
+    return [
+        ScoredChunk(*by_id[chunk_id][:6], tuple(by_id[chunk_id][6]), float(score), "keyword")
+        for chunk_id, score in hits
+        if chunk_id in by_id
+    ]

@@ -1,0 +1,107 @@
+"""One entry point for every route: `Searcher.search(request)` -> ranked chunks with per-stage timings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from psycopg_pool import ConnectionPool
+
+from rag_server.config import Settings
+from rag_server.domains import Domain, get_domain
+from rag_server.embedding import Embedder
+from rag_server.errors import EmbeddingModelMismatch, RetrievalError
+from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
+from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
+from rag_server.retrieval.semantic import semantic_search
+from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
+
+T = TypeVar("T")
+
+MAX_K = 1000
+
+
+class Searcher:
+    """Runs searches for a process: holds the embedder and the keyword indexes, borrows connections."""
+
+    def __init__(self, pool: ConnectionPool, embedder: Embedder, settings: Settings) -> None:
+        self.pool = pool
+        self.embedder = embedder
+        self.settings = settings
+        analyzer = Analyzer(stemmer=settings.bm25_stemmer, stopwords=settings.bm25_stopwords)
+        parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
+        self.keyword = KeywordIndexes(analyzer, parameters)
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        """Rank the domain's chunks for the request's query by its route."""
+        _check(request)
+        timings: dict[str, float] = {}
+        with self.pool.connection() as conn:
+            domain = get_domain(conn, request.domain)
+            if domain.model.name != self.embedder.name and request.route != "keyword":
+                raise EmbeddingModelMismatch(
+                    f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
+                    f"but the configured model is {self.embedder.name!r}"
+                )
+            depth = max(self.settings.candidate_depth, request.k)
+            if request.route == "keyword":
+                chunks = _timed(timings, "keyword", lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters))
+            elif request.route == "semantic":
+                chunks = self._semantic(conn, domain, request, request.k, timings)
+            else:
+                semantic = self._semantic(conn, domain, request, depth, timings)
+                keyword = _timed(
+                    timings, "keyword", lambda: self.keyword.search(conn, domain, request.query, depth, request.filters)
+                )
+                chunks = _timed(timings, "fuse", lambda: self._fuse(semantic, keyword, request.k))
+        return SearchResult(request.route, chunks, timings)
+
+    def _semantic(
+        self, conn: Any, domain: Domain, request: SearchRequest, k: int, timings: dict[str, float]
+    ) -> list[ScoredChunk]:
+        vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
+        return _timed(
+            timings,
+            "semantic",
+            lambda: semantic_search(conn, domain, vector, k, request.filters, self.settings.ef_search),
+        )
+
+    def _fuse(self, semantic: list[ScoredChunk], keyword: list[ScoredChunk], k: int) -> list[ScoredChunk]:
+        by_id = {chunk.chunk_id: chunk for chunk in [*keyword, *semantic]}
+        if self.settings.fusion == "rrf":
+            fused = reciprocal_rank_fusion(
+                [[chunk.chunk_id for chunk in semantic], [chunk.chunk_id for chunk in keyword]], self.settings.rrf_k
+            )
+        else:
+            fused = convex_combination(
+                {chunk.chunk_id: chunk.score for chunk in semantic},
+                {chunk.chunk_id: chunk.score for chunk in keyword},
+                self.settings.convex_weight,
+            )
+        return [_rescored(by_id[chunk_id], score) for chunk_id, score in fused[:k]]
+
+
+def _rescored(chunk: ScoredChunk, score: float) -> ScoredChunk:
+    return replace(chunk, score=score, route="hybrid")
+
+
+def _check(request: SearchRequest) -> None:
+    if request.route not in ROUTES:
+        raise RetrievalError(f"unknown route {request.route!r}; use one of {', '.join(ROUTES)}")
+    if not 1 <= request.k <= MAX_K:
+        raise RetrievalError(f"k must be between 1 and {MAX_K}, not {request.k}")
+    if not request.query.strip():
+        raise RetrievalError("the query is empty")
+    if not isinstance(request.filters, dict):
+        raise RetrievalError("filters must be a JSON object of metadata keys and values")
+
+
+def _timed(timings: dict[str, float], stage: str, work: Callable[[], T]) -> T:
+    started = time.perf_counter()
+    try:
+        return work()
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - started) * 1000

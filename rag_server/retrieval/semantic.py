@@ -1,0 +1,51 @@
+"""The semantic route: cosine nearest neighbours of the query embedding, through the model's HNSW index."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from rag_server.domains import Domain
+from rag_server.retrieval.types import ScoredChunk
+
+# The select list every route uses to turn chunk ids into ScoredChunks.
+CHUNK_COLUMNS = "c.id, c.document_id, d.external_id, d.title, c.text, c.ordinal, c.heading_path"
+
+
+def semantic_search(
+    conn: psycopg.Connection[Any],
+    domain: Domain,
+    query_vector: np.ndarray,
+    k: int,
+    filters: dict[str, Any],
+    ef_search: int,
+) -> list[ScoredChunk]:
+    """The k chunks of the domain closest to `query_vector` (cosine), documents filtered by metadata.
+
+    The expression `embedding::vector(dim)` and the model filter match the model's partial HNSW index.
+    pgvector's iterative index scan keeps scanning until k rows pass the filters, so a selective filter
+    still returns k results (up to hnsw.max_scan_tuples).
+    """
+    dim = sql.Literal(domain.model.dimension)
+    filter_sql = sql.SQL(" AND d.metadata @> {}::jsonb").format(json.dumps(filters)) if filters else sql.SQL("")
+    query = sql.SQL(
+        """SELECT {columns}, 1 - (c.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS score
+           FROM chunks c JOIN documents d ON d.id = c.document_id
+           WHERE c.embedding_model_id = %(model)s AND c.domain_id = %(domain)s{filters}
+           ORDER BY c.embedding::vector({dim}) <=> %(q)s::vector({dim})
+           LIMIT %(k)s"""
+    ).format(columns=sql.SQL(CHUNK_COLUMNS), dim=dim, filters=filter_sql)
+    with conn.transaction():
+        # SET LOCAL: the settings end with this transaction, whatever connection of the pool it was.
+        conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k))))
+        conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = conn.execute(
+            query, {"q": query_vector, "model": domain.model.id, "domain": domain.id, "k": k}
+        ).fetchall()
+    chunks = [ScoredChunk(*row[:6], tuple(row[6]), float(row[7]), "semantic") for row in rows]
+    # relaxed_order may return neighbours slightly out of order: sort them.
+    return sorted(chunks, key=lambda chunk: -chunk.score)
