@@ -14,12 +14,12 @@ from typing import Any
 
 import psutil
 from psycopg_pool import ConnectionPool
+from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.pipeline import Ingestion, IngestOptions
 from rag_server.domains import delete_domain, get_domain
 from rag_server.embedding import SentenceTransformerEmbedder
 from rag_server.errors import NotFound
-from rag_server.retrieval.analyzer import Analyzer
 
 
 @dataclass
@@ -73,7 +73,11 @@ class _RssSampler:
         if not self.samples:
             return []
         quarter = max(len(self.samples) // 4, 1)
-        return [round(max(self.samples[i : i + quarter]), 1) for i in range(0, quarter * 4, quarter) if self.samples[i : i + quarter]]
+        return [
+            round(max(self.samples[i : i + quarter]), 1)
+            for i in range(0, quarter * 4, quarter)
+            if self.samples[i : i + quarter]
+        ]
 
 
 def run_ingest_bench(
@@ -94,9 +98,13 @@ def run_ingest_bench(
     with pool.connection() as conn:
         found = get_domain(conn, domain)
         texts = [row[0] for row in conn.execute("SELECT text FROM chunks WHERE domain_id = %s", (found.id,))]
-        documents_row = conn.execute("SELECT count(*) FROM documents WHERE domain_id = %s", (found.id,)).fetchone()
+        documents_row = conn.execute(
+            "SELECT count(*) FROM documents WHERE domain_id = %s", (found.id,)
+        ).fetchone()
     started = time.perf_counter()
-    embedder.model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True, show_progress_bar=False)
+    embedder.model.encode(
+        texts, batch_size=embedder.batch_size, normalize_embeddings=True, show_progress_bar=False
+    )
     encode_seconds = time.perf_counter() - started
     ingest_rate = len(texts) / summary.seconds
     encode_rate = len(texts) / encode_seconds

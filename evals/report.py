@@ -34,7 +34,9 @@ def write_markdown(runs: Sequence[dict[str, Any]], path: Path) -> None:
         kinds = sorted({kind for per_route in by_kind.values() for kind in per_route})
         parts.append("| route | " + " | ".join(kinds) + " |\n|---|" + "---:|" * len(kinds) + "\n")
         for route, per_kind in by_kind.items():
-            parts.append(f"| {route} | " + " | ".join(f"{per_kind[k]['ndcg@10']:.3f}" for k in kinds) + " |\n")
+            parts.append(
+                f"| {route} | " + " | ".join(f"{per_kind[k]['ndcg@10']:.3f}" for k in kinds) + " |\n"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(parts))
 

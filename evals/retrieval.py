@@ -10,6 +10,7 @@ from typing import Any
 
 from evals.beir import EvalQuery, load_qrels, load_queries
 from evals.metrics import RetrievalScores, mean_scores, percentile, score_ranking
+
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import SearchRequest
 
@@ -47,7 +48,10 @@ class RouteReport:
     def summary(self) -> dict[str, float]:
         latencies = [result.latency_ms for result in self.results]
         return {
-            **{key: round(value, 4) for key, value in mean_scores([r.scores for r in self.results]).as_dict().items()},
+            **{
+                key: round(value, 4)
+                for key, value in mean_scores([r.scores for r in self.results]).as_dict().items()
+            },
             "latency_ms_p50": round(percentile(latencies, 50), 3),
             "latency_ms_p95": round(percentile(latencies, 95), 3),
         }
@@ -58,7 +62,9 @@ class RouteReport:
         return {
             kind: {
                 key: round(value, 4)
-                for key, value in mean_scores([r.scores for r in self.results if r.kind == kind]).as_dict().items()
+                for key, value in mean_scores([r.scores for r in self.results if r.kind == kind])
+                .as_dict()
+                .items()
             }
             for kind in kinds
         }
@@ -82,7 +88,9 @@ class EvalReport:
             "by_kind": {name: report.by_kind() for name, report in self.routes.items() if report.by_kind()},
         }
         if per_query:
-            out["per_query"] = {name: [r.as_dict() for r in report.results] for name, report in self.routes.items()}
+            out["per_query"] = {
+                name: [r.as_dict() for r in report.results] for name, report in self.routes.items()
+            }
         return out
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
+from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.chunkers import Chunker, make_chunker
 from ingest.loaders import iter_documents
@@ -38,7 +39,6 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, ensure_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import IngestError
-from rag_server.retrieval.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,9 @@ class Ingestion:
 
     # --- the three stages ---
 
-    def _stream(self, paths: Sequence[Path], domain: Domain, summary: IngestSummary, progress: Progress) -> None:
+    def _stream(
+        self, paths: Sequence[Path], domain: Domain, summary: IngestSummary, progress: Progress
+    ) -> None:
         prepared: queue.Queue[list[PreparedDocument] | BaseException | None] = queue.Queue(
             _PREPARED_QUEUE_BATCHES
         )
@@ -196,7 +198,9 @@ class Ingestion:
 
         def load() -> None:
             try:
-                for batch in self._prepared_batches(paths, domain, summary, seen, failed_sources, lock, progress):
+                for batch in self._prepared_batches(
+                    paths, domain, summary, seen, failed_sources, lock, progress
+                ):
                     if not _put(prepared, batch, stop):
                         return
                 _put(prepared, None, stop)

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
@@ -55,7 +55,7 @@ def database_url(settings: Settings) -> str:
 class EmbeddedServer:
     """The embedded PostgreSQL in a data dir, shared by every process that attaches to it."""
 
-    _attached: dict[Path, EmbeddedServer] = {}
+    _attached: ClassVar[dict[Path, EmbeddedServer]] = {}
     _guard = threading.Lock()
 
     def __init__(self, pgdata: Path, url: str, admin_url: str) -> None:

@@ -52,7 +52,8 @@ def list_documents(
     found = get_domain(conn, domain)
     total_row = conn.execute("SELECT count(*) FROM documents WHERE domain_id = %s", (found.id,)).fetchone()
     rows = conn.execute(
-        _SELECT + " WHERE d.domain_id = %s ORDER BY d.external_id LIMIT %s OFFSET %s", (found.id, limit, offset)
+        _SELECT + " WHERE d.domain_id = %s ORDER BY d.external_id LIMIT %s OFFSET %s",
+        (found.id, limit, offset),
     )
     return (total_row[0] if total_row else 0), [DocumentInfo(*row) for row in rows]
 
@@ -60,7 +61,9 @@ def list_documents(
 def get_document(conn: psycopg.Connection[Any], domain: str, external_id: str) -> DocumentInfo:
     """The document `external_id` of the domain; NotFound if absent."""
     found = get_domain(conn, domain)
-    row = conn.execute(_SELECT + " WHERE d.domain_id = %s AND d.external_id = %s", (found.id, external_id)).fetchone()
+    row = conn.execute(
+        _SELECT + " WHERE d.domain_id = %s AND d.external_id = %s", (found.id, external_id)
+    ).fetchone()
     if row is None:
         raise NotFound(f"no document {external_id!r} in domain {domain!r}")
     return DocumentInfo(*row)

@@ -64,7 +64,9 @@ def get_domain(conn: psycopg.Connection[Any], name: str) -> Domain:
     """The domain called `name`; NotFound if there is none."""
     row = conn.execute(_SELECT + " WHERE d.name = %s", (name,)).fetchone()
     if row is None:
-        raise NotFound(f"no domain {name!r}; ingest documents into it first (rag-server ingest PATH --domain {name})")
+        raise NotFound(
+            f"no domain {name!r}; ingest documents into it first (rag-server ingest PATH --domain {name})"
+        )
     return _domain(row)
 
 

@@ -85,4 +85,6 @@ def _cached_embedder(name: str, device: str, batch_size: int) -> SentenceTransfo
 
 def get_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     """The configured embedder, loaded once per process."""
-    return _cached_embedder(settings.embedding_model, settings.embedding_device, settings.embedding_batch_size)
+    return _cached_embedder(
+        settings.embedding_model, settings.embedding_device, settings.embedding_batch_size
+    )

@@ -1,12 +1,12 @@
 """The exceptions this project raises on purpose, in one tree.
 
-    RagError                  anything the user can fix; the CLI prints it, the API maps it to a 4xx
-    ├── ConfigError           a setting is missing or contradicts another one
-    ├── DatabaseError         the database cannot be reached, started or migrated
-    ├── IngestError           an ingestion run cannot go on (a single bad file is a LoadFailure, not this)
-    ├── EmbeddingModelMismatch  a domain is bound to another embedding model than the one configured
-    ├── RetrievalError        a search cannot be run as asked (unknown route, bad filter)
-    └── NotFound              a domain or document that does not exist
+RagError                  anything the user can fix; the CLI prints it, the API maps it to a 4xx
+├── ConfigError           a setting is missing or contradicts another one
+├── DatabaseError         the database cannot be reached, started or migrated
+├── IngestError           an ingestion run cannot go on (a single bad file is a LoadFailure, not this)
+├── EmbeddingModelMismatch  a domain is bound to another embedding model than the one configured
+├── RetrievalError        a search cannot be run as asked (unknown route, bad filter)
+└── NotFound              a domain or document that does not exist
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ def embedder() -> SentenceTransformerEmbedder:
     return get_embedder(Settings(_env_file=None))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run `rag-server ARGS` in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "rag_server", *args],

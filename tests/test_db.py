@@ -48,10 +48,12 @@ def test_migrations_from_several_processes_at_once(database_url: str) -> None:
 def test_a_failing_migration_leaves_nothing_behind(database_url: str, tmp_path: Path) -> None:
     (tmp_path / "001_good.sql").write_text("CREATE TABLE good (id int);")
     (tmp_path / "002_bad.sql").write_text("CREATE TABLE half (id int); SELECT no_such_function();")
-    with pytest.raises(DatabaseError, match="002_bad.sql"):
+    with pytest.raises(DatabaseError, match=r"002_bad\.sql"):
         migrate(database_url, tmp_path)
     with psycopg.connect(database_url) as conn:
-        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        tables = {
+            row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
     assert "good" in tables and "half" not in tables
     assert [version for version, _ in _applied(database_url)] == [1]
 
@@ -81,7 +83,13 @@ def test_models_of_other_dimensions_live_side_by_side(pool: ConnectionPool) -> N
                 conn.execute(
                     "INSERT INTO chunks (document_id, domain_id, ordinal, text, token_count, embedding_model_id,"
                     " embedding) SELECT id, %s, %s, 't', 1, %s, %s FROM documents WHERE domain_id = %s",
-                    (domain.id, ordinal, domain.model.id, rng.standard_normal(dim).astype(np.float32), domain.id),
+                    (
+                        domain.id,
+                        ordinal,
+                        domain.model.id,
+                        rng.standard_normal(dim).astype(np.float32),
+                        domain.id,
+                    ),
                 )
         indexes = {
             row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks'")

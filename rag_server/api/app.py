@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/search")
     async def search(body: SearchBody, searcher: SearcherDep) -> dict[str, Any]:
-        request = SearchRequest(body.query, body.domain or settings.default_domain, body.route, body.k, body.filters)
+        request = SearchRequest(
+            body.query, body.domain or settings.default_domain, body.route, body.k, body.filters
+        )
         result = await run_in_threadpool(searcher.search, request)
         return {
             "route": result.route,
@@ -86,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             found = list_domains(conn)
         return {
             "domains": [
-                {"name": d.name, "embedding_model": d.model.name, "dimension": d.model.dimension} for d in found
+                {"name": d.name, "embedding_model": d.model.name, "dimension": d.model.dimension}
+                for d in found
             ]
         }
 

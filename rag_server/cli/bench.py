@@ -16,7 +16,9 @@ app = typer.Typer(help="Benchmarks: measured side by side in one run, written as
 @app.command("ingest")
 @reports_errors
 def bench_ingest(
-    corpus: Path = typer.Option(..., exists=True, help="A folder or file to ingest (any format ingest takes)."),
+    corpus: Path = typer.Option(
+        ..., exists=True, help="A folder or file to ingest (any format ingest takes)."
+    ),
     domain: str = typer.Option("bench-ingest", help="Scratch domain; dropped and re-created."),
     keep: bool = typer.Option(False, help="Keep the scratch domain afterwards."),
     output: Path = typer.Option(Path("reports/bench-ingest.json"), "--json", help="Where to write the JSON."),
@@ -45,3 +47,61 @@ def bench_ingest(
         f"peak RSS          : {result.peak_rss_mb:.0f} MB; by quarter of the run: {result.rss_mb_by_quarter}\n"
         f"written to {output}"
     )
+
+
+@app.command("retrieval")
+@reports_errors
+def bench_retrieval(
+    chunks: int = typer.Option(100_000, "--chunks", min=1000, max=5_000_000, help="Synthetic corpus size."),
+    queries: int = typer.Option(200, min=10, max=10_000, help="Queries per route."),
+    rank_bm25_limit: int = typer.Option(
+        200_000, help="Compare with rank-bm25 up to this many chunks (it needs minutes and GBs beyond)."
+    ),
+    domain: str = typer.Option("bench-retrieval", help="Scratch domain; dropped and re-created."),
+    keep: bool = typer.Option(False, help="Keep the scratch domain afterwards."),
+    output: Path = typer.Option(
+        None, "--json", help="Where to write the JSON (default reports/bench-retrieval-N.json)."
+    ),
+) -> None:
+    """Per-route latency on N synthetic chunks; BM25 vs rank-bm25; HNSW recall and speed vs brute force."""
+    import sys
+
+    from tqdm import tqdm
+
+    from evals.bench_ingest import drop_domain_if_exists
+    from evals.bench_retrieval import run_retrieval_bench
+    from rag_server.retrieval.search import Searcher
+
+    current = settings()
+    output = output or Path(f"reports/bench-retrieval-{chunks}.json")
+    with database(current) as pool:
+        searcher = Searcher(pool, get_embedder(current), current)
+        with tqdm(total=chunks, desc="load", unit=" chunk", disable=not sys.stderr.isatty()) as bar:
+            result = run_retrieval_bench(
+                pool, current, searcher, domain, chunks, queries, rank_bm25_limit, bar.update
+            )
+        if not keep:
+            with pool.connection() as conn:
+                drop_domain_if_exists(conn, domain)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result.as_dict(), indent=2))
+    lines = [
+        f"{result.chunks} chunks (load {result.load_seconds:.0f}s, HNSW build {result.index_seconds:.0f}s)"
+    ]
+    for route, latency in result.routes.items():
+        lines.append(f"{route:<9} p50 {latency.p50_ms:7.2f} ms   p95 {latency.p95_ms:7.2f} ms")
+    lines.append(
+        f"semantic recall@10 vs exact: {result.semantic_recall_at_10:.3f}; numpy brute force p50 "
+        f"{result.brute_force_ms_p50:.2f} ms -> HNSW {result.hnsw_speedup_vs_brute_force:.1f}x faster"
+    )
+    if result.rank_bm25_ms_p50 is not None:
+        lines.append(
+            f"BM25 index p50 {result.bm25_index_ms_p50:.2f} ms vs rank-bm25 {result.rank_bm25_ms_p50:.1f} ms -> "
+            f"{result.bm25_speedup_vs_rank_bm25:.0f}x faster; same scores: {result.bm25_scores_equal_rank_bm25}"
+        )
+    else:
+        lines.append(
+            f"BM25 index p50 {result.bm25_index_ms_p50:.2f} ms (rank-bm25 skipped above {rank_bm25_limit} chunks)"
+        )
+    lines.append(f"written to {output}")
+    typer.echo("\n".join(lines))

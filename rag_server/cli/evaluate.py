@@ -20,14 +20,26 @@ app = typer.Typer(help="Evals: retrieval accuracy and latency per route.", no_ar
 @app.command("retrieval")
 @reports_errors
 def eval_retrieval(
-    dataset: Path = typer.Option(..., exists=True, file_okay=False, help="BEIR folder: queries.jsonl, qrels/test.tsv."),
-    domain: str = typer.Option(None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."),
+    dataset: Path = typer.Option(
+        ..., exists=True, file_okay=False, help="BEIR folder: queries.jsonl, qrels/test.tsv."
+    ),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."
+    ),
     route: str = typer.Option("all", "--route", "-r", help=f"One of {', '.join(ROUTES)}, or all."),
-    corpus: Path = typer.Option(None, exists=True, help="The documents (default: the data set's corpus.jsonl)."),
-    depth: int = typer.Option(200, min=10, max=1000, help="Chunks retrieved per query (deduplicated to documents)."),
-    output: Path = typer.Option(None, "--json", help="Write the report (with per-query results) as JSON here."),
+    corpus: Path = typer.Option(
+        None, exists=True, help="The documents (default: the data set's corpus.jsonl)."
+    ),
+    depth: int = typer.Option(
+        200, min=10, max=1000, help="Chunks retrieved per query (deduplicated to documents)."
+    ),
+    output: Path = typer.Option(
+        None, "--json", help="Write the report (with per-query results) as JSON here."
+    ),
     report_dir: Path = typer.Option(None, "--report", help="Write report.md and chart.png into this folder."),
-    thresholds: Path = typer.Option(None, exists=True, help="Fail (exit 1) below the thresholds in this JSON."),
+    thresholds: Path = typer.Option(
+        None, exists=True, help="Fail (exit 1) below the thresholds in this JSON."
+    ),
     threshold_set: str = typer.Option(None, help="Key of the thresholds to use (default: the folder name)."),
 ) -> None:
     """Ingest the data set's corpus (incrementally) and score each route on its judged queries."""
@@ -49,7 +61,11 @@ def eval_retrieval(
     analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
     with database(current) as pool:
         ingestion = Ingestion(
-            pool, embedder, analyzer, IngestOptions.from_settings(current), (current.hnsw_m, current.hnsw_ef_construction)
+            pool,
+            embedder,
+            analyzer,
+            IngestOptions.from_settings(current),
+            (current.hnsw_m, current.hnsw_ef_construction),
         )
         summary = ingestion.run([corpus], domain)
         typer.echo(
@@ -80,7 +96,9 @@ def eval_retrieval(
 @app.command("report")
 @reports_errors
 def eval_report(
-    runs: list[Path] = typer.Argument(..., exists=True, help="JSON files written by `eval retrieval --json`."),
+    runs: list[Path] = typer.Argument(
+        ..., exists=True, help="JSON files written by `eval retrieval --json`."
+    ),
     out: Path = typer.Option(Path("reports"), help="Folder for report.md and chart.png."),
 ) -> None:
     """Combine eval runs into one Markdown table and one chart comparing routes per data set."""

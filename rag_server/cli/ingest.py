@@ -44,7 +44,9 @@ def ingest(
     analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
     embedder = get_embedder(current)
     with database(current) as pool:
-        ingestion = Ingestion(pool, embedder, analyzer, options, (current.hnsw_m, current.hnsw_ef_construction))
+        ingestion = Ingestion(
+            pool, embedder, analyzer, options, (current.hnsw_m, current.hnsw_ef_construction)
+        )
         with _progress() as progress:
             summary = ingestion.run(paths, domain, progress)
     if as_json:
@@ -73,7 +75,9 @@ class _progress:
         rate = summary.chunks_written / max(time.monotonic() - self.started, 1e-9)
         if self.bar is not None:
             self.bar.n = done
-            self.bar.set_postfix(chunks=summary.chunks_written, chunks_s=f"{rate:.0f}", failed=summary.documents_failed)
+            self.bar.set_postfix(
+                chunks=summary.chunks_written, chunks_s=f"{rate:.0f}", failed=summary.documents_failed
+            )
             return
         if time.monotonic() - self.last_log >= _LOG_EVERY_S:
             self.last_log = time.monotonic()

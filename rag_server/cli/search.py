@@ -17,10 +17,14 @@ from rag_server.retrieval.types import ROUTES, SearchRequest
 @reports_errors
 def search(
     query: str = typer.Argument(..., help="The question or keywords."),
-    domain: str = typer.Option(None, "--domain", "-d", help="Domain to search (default: RAG_DEFAULT_DOMAIN)."),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain to search (default: RAG_DEFAULT_DOMAIN)."
+    ),
     route: str = typer.Option("hybrid", "--route", "-r", help=f"One of {', '.join(ROUTES)}."),
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="How many chunks."),
-    filters: str = typer.Option(None, "--filter", help='Document metadata to match, as JSON: \'{"format": "md"}\'.'),
+    filters: str = typer.Option(
+        None, "--filter", help='Document metadata to match, as JSON: \'{"format": "md"}\'.'
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Search a domain and print the ranked chunks with the time each stage took."""
@@ -29,7 +33,13 @@ def search(
     with database(current) as pool:
         result = Searcher(pool, get_embedder(current), current).search(request)
     if as_json:
-        print_json({"route": result.route, "timings_ms": result.timings_ms, "chunks": [asdict(c) for c in result.chunks]})
+        print_json(
+            {
+                "route": result.route,
+                "timings_ms": result.timings_ms,
+                "chunks": [asdict(c) for c in result.chunks],
+            }
+        )
         return
     for rank, chunk in enumerate(result.chunks, start=1):
         snippet = " ".join(chunk.text.split())[:160]
@@ -46,5 +56,5 @@ def _filters(raw: str | None) -> dict[str, object]:
     except json.JSONDecodeError as error:
         raise RetrievalError(f"--filter is not valid JSON: {error}") from None
     if not isinstance(value, dict):
-        raise RetrievalError("--filter must be a JSON object, e.g. '{\"format\": \"md\"}'")
+        raise RetrievalError('--filter must be a JSON object, e.g. \'{"format": "md"}\'')
     return value

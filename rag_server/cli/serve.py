@@ -12,7 +12,9 @@ from rag_server.config import Settings
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
-    demo: bool = typer.Option(False, "--demo", help="First ingest the packaged demo corpus into domain 'demo'."),
+    demo: bool = typer.Option(
+        False, "--demo", help="First ingest the packaged demo corpus into domain 'demo'."
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -41,6 +43,6 @@ def ingest_demo(current: Settings) -> None:
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
         f"{summary.documents_unchanged} unchanged. Try:\n"
         f"  curl -s localhost:8000/v1/search -H 'content-type: application/json' "
-        f"-d '{{\"query\": \"what does ERR-4012 mean\", \"domain\": \"{DEMO_DOMAIN}\"}}'",
+        f'-d \'{{"query": "what does ERR-4012 mean", "domain": "{DEMO_DOMAIN}"}}\'',
         err=True,
     )

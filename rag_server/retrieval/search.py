@@ -7,13 +7,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+import numpy as np
 from psycopg_pool import ConnectionPool
+from rag_server.retrieval.analyzer import Analyzer
 
 from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
-from rag_server.retrieval.analyzer import Analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search
@@ -35,34 +36,54 @@ class Searcher:
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         self.keyword = KeywordIndexes(analyzer, parameters)
 
-    def search(self, request: SearchRequest) -> SearchResult:
-        """Rank the domain's chunks for the request's query by its route."""
+    def search(self, request: SearchRequest, query_vector: np.ndarray | None = None) -> SearchResult:
+        """Rank the domain's chunks for the request's query by its route.
+
+        `query_vector`, when given, is used instead of embedding the query (benchmarks, cached embeddings).
+        """
         _check(request)
         timings: dict[str, float] = {}
         with self.pool.connection() as conn:
             domain = get_domain(conn, request.domain)
-            if domain.model.name != self.embedder.name and request.route != "keyword":
+            if (
+                query_vector is None
+                and domain.model.name != self.embedder.name
+                and request.route != "keyword"
+            ):
                 raise EmbeddingModelMismatch(
                     f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
                     f"but the configured model is {self.embedder.name!r}"
                 )
             depth = max(self.settings.candidate_depth, request.k)
             if request.route == "keyword":
-                chunks = _timed(timings, "keyword", lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters))
+                chunks = _timed(
+                    timings,
+                    "keyword",
+                    lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters),
+                )
             elif request.route == "semantic":
-                chunks = self._semantic(conn, domain, request, request.k, timings)
+                chunks = self._semantic(conn, domain, request, request.k, timings, query_vector)
             else:
-                semantic = self._semantic(conn, domain, request, depth, timings)
+                semantic = self._semantic(conn, domain, request, depth, timings, query_vector)
                 keyword = _timed(
-                    timings, "keyword", lambda: self.keyword.search(conn, domain, request.query, depth, request.filters)
+                    timings,
+                    "keyword",
+                    lambda: self.keyword.search(conn, domain, request.query, depth, request.filters),
                 )
                 chunks = _timed(timings, "fuse", lambda: self._fuse(semantic, keyword, request.k))
         return SearchResult(request.route, chunks, timings)
 
     def _semantic(
-        self, conn: Any, domain: Domain, request: SearchRequest, k: int, timings: dict[str, float]
+        self,
+        conn: Any,
+        domain: Domain,
+        request: SearchRequest,
+        k: int,
+        timings: dict[str, float],
+        vector: np.ndarray | None,
     ) -> list[ScoredChunk]:
-        vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
+        if vector is None:
+            vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
         return _timed(
             timings,
             "semantic",
@@ -73,7 +94,8 @@ class Searcher:
         by_id = {chunk.chunk_id: chunk for chunk in [*keyword, *semantic]}
         if self.settings.fusion == "rrf":
             fused = reciprocal_rank_fusion(
-                [[chunk.chunk_id for chunk in semantic], [chunk.chunk_id for chunk in keyword]], self.settings.rrf_k
+                [[chunk.chunk_id for chunk in semantic], [chunk.chunk_id for chunk in keyword]],
+                self.settings.rrf_k,
             )
         else:
             fused = convex_combination(

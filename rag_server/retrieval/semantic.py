@@ -31,7 +31,9 @@ def semantic_search(
     still returns k results (up to hnsw.max_scan_tuples).
     """
     dim = sql.Literal(domain.model.dimension)
-    filter_sql = sql.SQL(" AND d.metadata @> {}::jsonb").format(json.dumps(filters)) if filters else sql.SQL("")
+    filter_sql = (
+        sql.SQL(" AND d.metadata @> {}::jsonb").format(json.dumps(filters)) if filters else sql.SQL("")
+    )
     query = sql.SQL(
         """SELECT {columns}, 1 - (c.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS score
            FROM chunks c JOIN documents d ON d.id = c.document_id

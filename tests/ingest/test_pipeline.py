@@ -12,12 +12,12 @@ from pathlib import Path
 import pypdf
 import pytest
 from psycopg_pool import ConnectionPool
+from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.pipeline import Ingestion, IngestOptions, IngestSummary
 from rag_server.config import Settings
 from rag_server.embedding import SentenceTransformerEmbedder
 from rag_server.errors import IngestError
-from rag_server.retrieval.analyzer import Analyzer
 from tests.conftest import REPO, run_cli
 
 DOMAIN = "kb"
@@ -59,7 +59,9 @@ def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     (root / "notes").mkdir(parents=True)
     (root / "notes" / "plain.txt").write_text("Plain text about password resets.\n\nA second paragraph.")
-    (root / "guide.md").write_text("# Guide\n\n## Install\n\nRun the installer.\n\n## Upgrade\n\nRun it again.")
+    (root / "guide.md").write_text(
+        "# Guide\n\n## Install\n\nRun the installer.\n\n## Upgrade\n\nRun it again."
+    )
     (root / "page.html").write_text(
         "<html><head><title>Page</title><style>p{color:red}</style></head>"
         "<body><p>Visible text about ERR-4012.</p><script>var hidden = 1;</script></body></html>"
@@ -73,7 +75,9 @@ def corpus(tmp_path: Path) -> Path:
     )
     beir = root / "beir"
     beir.mkdir()
-    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "b1", "title": "BEIR title", "text": "BEIR body."}) + "\n")
+    (beir / "corpus.jsonl").write_text(
+        json.dumps({"_id": "b1", "title": "BEIR title", "text": "BEIR body."}) + "\n"
+    )
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "not a document"}) + "\n")
     return root
 
@@ -159,7 +163,9 @@ def test_changed_chunking_reprocesses(
     pool: ConnectionPool, embedder: SentenceTransformerEmbedder, corpus: Path
 ) -> None:
     _ingestion(pool, embedder).run([corpus], DOMAIN)
-    summary = _ingestion(pool, embedder, chunker="fixed", chunk_size=32, chunk_overlap=0).run([corpus], DOMAIN)
+    summary = _ingestion(pool, embedder, chunker="fixed", chunk_size=32, chunk_overlap=0).run(
+        [corpus], DOMAIN
+    )
     assert summary.documents_updated == 7 and summary.chunks_embedded > 0
 
 
@@ -206,7 +212,9 @@ def test_bad_files_are_reported_and_skipped(
     assert status == "finished" and len(errors) == 5
 
 
-def test_missing_path_is_an_error(pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path) -> None:
+def test_missing_path_is_an_error(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
     with pytest.raises(IngestError, match="no such file"):
         _ingestion(pool, embedder).run([tmp_path / "nope"], DOMAIN)
 
@@ -217,7 +225,9 @@ def test_memory_stays_bounded_by_batches(
     # Many small batches: progress arrives batch by batch, not at the end.
     (tmp_path / "docs").mkdir()
     for number in range(40):
-        (tmp_path / "docs" / f"{number:03}.txt").write_text(f"Document {number} talks about topic {number % 7}.")
+        (tmp_path / "docs" / f"{number:03}.txt").write_text(
+            f"Document {number} talks about topic {number % 7}."
+        )
     seen: list[int] = []
 
     def progress(summary: IngestSummary) -> None:
@@ -232,17 +242,27 @@ def test_memory_stays_bounded_by_batches(
 def _bulk_corpus(root: Path, count: int) -> None:
     root.mkdir()
     for number in range(count):
-        body = " ".join(f"Paragraph {number}.{line} explains setting {number * 7 + line}." for line in range(6))
+        body = " ".join(
+            f"Paragraph {number}.{line} explains setting {number * 7 + line}." for line in range(6)
+        )
         (root / f"doc-{number:04}.md").write_text(f"# Doc {number}\n\n{body}\n")
 
 
 @pytest.mark.slow
-def test_kill_mid_run_then_resume_loses_nothing_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
+def test_kill_mid_run_then_resume_loses_nothing_and_duplicates_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
     corpus = tmp_path / "bulk"
     _bulk_corpus(corpus, 300)
     env = {"DATABASE_URL": settings.database_url.get_secret_value(), "RAG_INGEST_BATCH_CHUNKS": "8"}  # type: ignore[union-attr]
     args = [sys.executable, "-m", "rag_server", "ingest", str(corpus), "--domain", DOMAIN, "--json"]
-    process = subprocess.Popen(args, env={**__import__("os").environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        args,
+        env={**__import__("os").environ, **env},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     url = env["DATABASE_URL"]
 
     import psycopg
