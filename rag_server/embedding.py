@@ -46,6 +46,10 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # The weight-loading progress bar is noise in a server log and on the CLI.
+        transformers_logging.disable_progress_bar()
 
         try:
             self.model = SentenceTransformer(str(model_dir(name)), device=device)
@@ -55,7 +59,9 @@ class SentenceTransformerEmbedder:
                 f"{PACKAGED_EMBEDDING_MODEL!r}"
             ) from None
         self.name = name
-        dimension = self.model.get_sentence_embedding_dimension()
+        # Renamed in sentence-transformers 6; the old name warns there.
+        dimension_of = getattr(self.model, "get_embedding_dimension", None)
+        dimension = dimension_of() if dimension_of else self.model.get_sentence_embedding_dimension()
         if not dimension:
             raise ConfigError(f"embedding model {name!r} does not declare its dimension")
         self.dimension = int(dimension)

@@ -193,23 +193,28 @@ def test_prune_keeps_documents_of_files_that_failed(
 
 
 def test_bad_files_are_reported_and_skipped(
-    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, corpus: Path
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, corpus: Path, tmp_path: Path
 ) -> None:
     (corpus / "empty.txt").write_text("")
     (corpus / "binary.txt").write_bytes(b"\x00\x01\x02\xff" * 100)
     (corpus / "broken.pdf").write_bytes(b"%PDF-1.4 not really a pdf")
     (corpus / "bad.jsonl").write_text("{not json}\n")
+    # In a folder, files of unknown types are not documents and are passed over; named explicitly, they fail.
     (corpus / "image.png").write_bytes(b"\x89PNG\r\n")
-    summary = _ingestion(pool, embedder).run([corpus], DOMAIN)
+    (tmp_path / "named.png").write_bytes(b"\x89PNG\r\n")
+    summary = _ingestion(pool, embedder).run([corpus, tmp_path / "named.png"], DOMAIN)
     reasons = {Path(error["path"]).name: error["reason"] for error in summary.errors}
-    assert set(reasons) == {"empty.txt", "binary.txt", "broken.pdf", "bad.jsonl", "image.png"}
-    assert all(reason for reason in reasons.values())
+    assert set(reasons) == {"empty.txt", "binary.txt", "broken.pdf", "bad.jsonl", "named.png"}
+    assert reasons["empty.txt"] == "empty" and "JSON" in reasons["bad.jsonl"]
+    assert reasons["named.png"] == "unsupported file type"
     assert summary.documents_failed == 5 and summary.documents_added == 7  # the rest landed
     with pool.connection() as conn:
         status, errors = conn.execute(
             "SELECT status, errors FROM ingestion_runs WHERE id = %s", (summary.run_id,)
         ).fetchone()  # type: ignore[misc]
     assert status == "finished" and len(errors) == 5
+    with pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 7  # type: ignore[index]
 
 
 def test_missing_path_is_an_error(
