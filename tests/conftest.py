@@ -67,6 +67,19 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
         yield opened
 
 
+@pytest.fixture(scope="module")
+def module_settings(embedded: EmbeddedServer, data_dir: Path) -> Settings:
+    """Settings on a database shared by the tests of one module (for corpora that take a while to ingest)."""
+    return Settings(database_url=_new_database(embedded), data_dir=data_dir, _env_file=None)
+
+
+@pytest.fixture(scope="module")
+def module_pool(module_settings: Settings) -> Iterator[ConnectionPool]:
+    """A pool on the module's migrated database."""
+    with open_pool(module_settings) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def embedder() -> SentenceTransformerEmbedder:
     """The packaged embedding model, loaded once."""
