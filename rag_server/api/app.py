@@ -41,6 +41,13 @@ class SearchBody(BaseModel):
     filters: dict[str, Any] = Field(default_factory=dict)
 
 
+def _searcher(request: Request) -> Searcher:
+    return request.app.state.searcher
+
+
+SearcherDep = Annotated[Searcher, Depends(_searcher)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application; the pool and the searcher live as long as it runs."""
     settings = settings or get_settings()
@@ -58,11 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def rag_error(request: Request, error: RagError) -> JSONResponse:
         status = next(code for kind, code in _STATUS if isinstance(error, kind))
         return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status)
-
-    def searcher(request: Request) -> Searcher:
-        return request.app.state.searcher
-
-    SearcherDep = Annotated[Searcher, Depends(searcher)]
 
     @app.get("/healthz")
     def health(request: Request) -> dict[str, str]:

@@ -32,8 +32,10 @@ import numpy as np
 import scipy.sparse as sp
 
 # A query whose terms have fewer postings than size / _SORT_RATIO is summed by sorting its postings;
-# larger ones with a dense accumulator over the whole corpus (bincount), which is then cheaper.
+# larger ones with a dense accumulator over the whole corpus, which is then cheaper.
 _SORT_RATIO = 16
+# Top-k over more than 4 * k * _BLOCK candidates first bounds the k-th score by blocks' maxima.
+_BLOCK = 64
 
 
 class BM25Index:
@@ -164,8 +166,10 @@ class BM25Index:
 
     def get_scores(self, query_terms: Iterable[str]) -> np.ndarray:
         """Every document's score, in build order: what rank-bm25's ``get_scores`` gives."""
-        rows, weights, _ = self._postings(query_terms)
-        return np.bincount(rows, weights=weights, minlength=self.size).astype(np.float64, copy=False)
+        totals = np.zeros(self.size, dtype=np.float64)
+        for _, rows, weights in self._postings(query_terms):
+            np.add.at(totals, rows, weights)
+        return totals
 
     def search(
         self, query_terms: Iterable[str], k: int, allowed: np.ndarray | Sequence[int] | None = None
@@ -178,60 +182,58 @@ class BM25Index:
         """
         if k <= 0 or self.size == 0:
             return []
-        rows, weights, terms = self._postings(query_terms)
-        if not len(rows):
+        postings = self._postings(query_terms)
+        if not postings:
             return []
-        # One term's rows are already distinct and increasing (tocsc sorts each column's rows).
-        candidates, scores = (rows, weights) if terms == 1 else self._sum_by_row(rows, weights)
+        candidates, scores = self._sum(postings)
         if allowed is not None:
             keep = self._allowed_positions(allowed, candidates)
             candidates, scores = candidates[keep], scores[keep]
-            if not len(candidates):
-                return []
-        ids = self._ids[candidates]
-        if k < len(scores):
-            top = np.argpartition(-scores, k - 1)[:k]
-            # Ties at the k-th score are settled by id: take all of them, then sort.
-            selected = np.flatnonzero(scores >= scores[top].min())
-            ids, scores = ids[selected], scores[selected]
+        selected = _top_candidates(scores, k)
+        ids, scores = self._ids[candidates[selected]], scores[selected]
         order = np.lexsort((ids, -scores))[:k]
-        return [(int(i), float(s)) for i, s in zip(ids[order].tolist(), scores[order].tolist(), strict=True)]
+        return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
 
-    def _postings(self, query_terms: Iterable[str]) -> tuple[np.ndarray, np.ndarray, int]:
-        """The rows and weights of the query terms' postings, concatenated, and the number of known
-        distinct terms; a term repeated r times contributes its weights times r (rank-bm25 adds them r
-        times)."""
+    def _postings(self, query_terms: Iterable[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(column, rows, weights) of each distinct known query term, in order of first appearance;
+        a term repeated r times has its weights times r (rank-bm25 adds them r times)."""
         counts: dict[str, int] = {}
         for term in query_terms:
             counts[term] = counts.get(term, 0) + 1
         indptr, indices, data = self._weights.indptr, self._weights.indices, self._weights.data
-        rows: list[np.ndarray] = []
-        weights: list[np.ndarray] = []
+        postings = []
         for term, count in counts.items():
             column = self._vocabulary.get(term)
             if column is None:
                 continue
             start, end = indptr[column], indptr[column + 1]
-            rows.append(indices[start:end])
-            weight = data[start:end].astype(np.float64, copy=False)
-            weights.append(weight * count if count > 1 else weight)
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0
-        if len(rows) == 1:
-            return rows[0], weights[0], 1
-        return np.concatenate(rows), np.concatenate(weights), len(rows)
+            weights = data[start:end].astype(np.float64, copy=False)
+            postings.append((column, indices[start:end], weights * count if count > 1 else weights))
+        return postings
 
-    def _sum_by_row(self, rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct rows, ascending, and the sum of their weights."""
-        if len(rows) * _SORT_RATIO < self.size:
+    def _sum(self, postings: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows (documents) in any of the postings, ascending, and their summed weights."""
+        if len(postings) == 1:
+            return postings[0][1], postings[0][2]  # tocsc leaves each column's rows sorted and distinct
+        n_postings = sum(len(rows) for _, rows, _ in postings)
+        if n_postings * _SORT_RATIO < self.size:
+            rows = np.concatenate([rows for _, rows, _ in postings])
+            weights = np.concatenate([weights for _, _, weights in postings])
             order = np.argsort(rows, kind="stable")
             rows, weights = rows[order], weights[order]
             starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
             return rows[starts], np.add.reduceat(weights, starts)
-        totals = np.bincount(rows, weights=weights, minlength=self.size)
-        hit = np.zeros(self.size, dtype=bool)
-        hit[rows] = True
-        candidates = np.flatnonzero(hit)
+        totals = np.zeros(self.size, dtype=np.float64)
+        for _, rows, weights in postings:
+            np.add.at(totals, rows, weights)
+        if all(self._idf[column] > 0 for column, _, _ in postings):
+            # Every weight is then positive: the documents with a positive total are the matching ones.
+            candidates = np.flatnonzero(totals > 0)
+        else:
+            hit = np.zeros(self.size, dtype=bool)
+            for _, rows, _ in postings:
+                hit[rows] = True
+            candidates = np.flatnonzero(hit)
         return candidates, totals[candidates]
 
     def _allowed_positions(self, allowed: np.ndarray | Sequence[int], candidates: np.ndarray) -> np.ndarray:
@@ -246,3 +248,23 @@ class BM25Index:
         if not np.issubdtype(allowed.dtype, np.integer):
             raise TypeError(f"allowed must be a boolean mask or an array of ids, not of {allowed.dtype}")
         return np.isin(self._ids[candidates], allowed)
+
+
+def _top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions in `scores` of a superset of its top k: all scores >= the k-th highest, ties included,
+    so that the caller can settle ties by id.
+
+    On long arrays the threshold comes from blocks of _BLOCK scores: the k-th highest block maximum is
+    at most the k-th highest score (the k highest block maxima are k distinct scores), and it is found by
+    partitioning only len(scores) / _BLOCK maxima.
+    """
+    n = len(scores)
+    if k >= n:
+        return np.arange(n)
+    blocks = n // _BLOCK
+    if blocks >= 4 * k:
+        maxima = scores[: blocks * _BLOCK].reshape(blocks, _BLOCK).max(axis=1)
+        threshold = maxima[np.argpartition(maxima, blocks - k)[blocks - k :]].min()
+    else:
+        threshold = scores[np.argpartition(scores, n - k)[n - k :]].min()
+    return np.flatnonzero(scores >= threshold)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pypdf
 import pytest
 from psycopg_pool import ConnectionPool
-from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.pipeline import Ingestion, IngestOptions, IngestSummary
 from rag_server.config import Settings
 from rag_server.embedding import SentenceTransformerEmbedder
 from rag_server.errors import IngestError
+from rag_server.retrieval.analyzer import Analyzer
 from tests.conftest import REPO, run_cli
 
 DOMAIN = "kb"

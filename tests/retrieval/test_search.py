@@ -51,10 +51,14 @@ def test_identifier_query_is_found_by_keyword(searcher: Searcher) -> None:
     assert result.chunks[0].external_id == "errors/sync-422-schema-mismatch.md"
 
 
-def test_keyword_scores_equal_rank_bm25_on_the_stored_terms(searcher: Searcher, module_pool: ConnectionPool) -> None:
+def test_keyword_scores_equal_rank_bm25_on_the_stored_terms(
+    searcher: Searcher, module_pool: ConnectionPool
+) -> None:
     with module_pool.connection() as conn:
         domain = get_domain(conn, DOMAIN)
-        rows = conn.execute("SELECT id, terms FROM chunks WHERE domain_id = %s ORDER BY id", (domain.id,)).fetchall()
+        rows = conn.execute(
+            "SELECT id, terms FROM chunks WHERE domain_id = %s ORDER BY id", (domain.id,)
+        ).fetchall()
     ids = np.array([row[0] for row in rows])
     reference = BM25Okapi([row[1] for row in rows])  # the same k1, b, epsilon defaults
     for query in ["refund policy for annual plans", "ERR-4029 rate limit", "SAML single sign-on setup"]:
@@ -67,15 +71,23 @@ def test_keyword_scores_equal_rank_bm25_on_the_stored_terms(searcher: Searcher, 
 
 
 def test_filters_return_k_results_even_when_selective(
-    module_pool: ConnectionPool, module_settings: Settings, embedder: SentenceTransformerEmbedder, tmp_path: Path
+    module_pool: ConnectionPool,
+    module_settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
 ) -> None:
     # 120 documents, 3 of them for team "rare": the filter keeps few of the HNSW's nearest neighbours.
     records = [
-        {"id": f"n{n}", "text": f"Note {n} about billing invoices and payments.", "metadata": {"team": "common"}}
+        {
+            "id": f"n{n}",
+            "text": f"Note {n} about billing invoices and payments.",
+            "metadata": {"team": "common"},
+        }
         for n in range(117)
     ]
     records += [
-        {"id": f"r{n}", "text": f"Rare note {n} on kitchen recipes.", "metadata": {"team": "rare"}} for n in range(3)
+        {"id": f"r{n}", "text": f"Rare note {n} on kitchen recipes.", "metadata": {"team": "rare"}}
+        for n in range(3)
     ]
     (tmp_path / "notes.jsonl").write_text("\n".join(json.dumps(record) for record in records))
     options = IngestOptions.from_settings(module_settings)
@@ -98,7 +110,9 @@ def test_an_ingest_in_another_process_is_found_at_once(
 ) -> None:
     query = "quasar flux capacitor QX-9001"
     assert not searcher.search(SearchRequest(query, DOMAIN, "keyword", 5)).chunks  # the index is built now
-    (tmp_path / "new.md").write_text("# QX-9001\n\nThe quasar flux capacitor QX-9001 overheats when left on.\n")
+    (tmp_path / "new.md").write_text(
+        "# QX-9001\n\nThe quasar flux capacitor QX-9001 overheats when left on.\n"
+    )
     url = module_settings.database_url.get_secret_value()  # type: ignore[union-attr]
     done = run_cli("ingest", str(tmp_path / "new.md"), "--domain", DOMAIN, env={"DATABASE_URL": url})
     assert done.returncode == 0, done.stderr

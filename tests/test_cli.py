@@ -1,0 +1,84 @@
+"""The command line as a user runs it: subprocesses, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rag_server.config import Settings
+from tests.conftest import run_cli
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {"DATABASE_URL": settings.database_url.get_secret_value()}  # type: ignore[union-attr]
+
+
+def test_config_masks_secrets() -> None:
+    done = run_cli(
+        "config",
+        "--json",
+        env={
+            "OPENAI_API_KEY": "sk-very-secret",
+            "DATABASE_URL": "postgresql://u:hunter2@db/x",
+            "RAG_CHUNK_SIZE": "300",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["openai_api_key"] == "***" and shown["database_url"] == "***" and shown["chunk_size"] == 300
+    assert "sk-very-secret" not in done.stdout + done.stderr and "hunter2" not in done.stdout + done.stderr
+
+
+def test_invalid_settings_are_one_clear_line() -> None:
+    done = run_cli("config", env={"RAG_CHUNK_SIZE": "-5"})
+    assert done.returncode == 2
+    assert "RAG_CHUNK_SIZE" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ingest_list_show_delete(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Alpha\n\nAlpha text about refunds.\n")
+    (tmp_path / "b.txt").write_text("Beta text about invoices.\n")
+    (tmp_path / "empty.txt").write_text("")
+    env = _env(settings)
+    done = run_cli("ingest", str(tmp_path), "--domain", "cli", "--json", env=env)
+    assert done.returncode == 1, done.stderr  # one file failed: the exit code says so
+    summary = json.loads(done.stdout)
+    for key in (
+        "documents_added",
+        "documents_updated",
+        "documents_unchanged",
+        "documents_failed",
+        "chunks_written",
+        "seconds",
+    ):
+        assert key in summary
+    assert (summary["documents_added"], summary["documents_failed"]) == (2, 1)
+    assert summary["errors"][0]["reason"] == "empty"
+
+    listed = json.loads(run_cli("documents", "list", "--domain", "cli", "--json", env=env).stdout)
+    assert listed["total"] == 2 and [d["external_id"] for d in listed["documents"]] == ["a.md", "b.txt"]
+    shown = json.loads(
+        run_cli("documents", "show", "a.md", "--domain", "cli", "--chunks", "--json", env=env).stdout
+    )
+    assert shown["title"] == "Alpha" and "refunds" in shown["chunks"][0]["text"]
+
+    found = run_cli("search", "refunds", "--domain", "cli", "--route", "keyword", "--json", env=env)
+    assert json.loads(found.stdout)["chunks"][0]["external_id"] == "a.md"
+
+    assert run_cli("documents", "delete", "a.md", "--domain", "cli", env=env).returncode == 0
+    missing = run_cli("documents", "show", "a.md", "--domain", "cli", env=env)
+    assert (
+        missing.returncode == 2
+        and "no document 'a.md'" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+
+
+def test_usage_errors_are_clear(settings: Settings, tmp_path: Path) -> None:
+    env = _env(settings)
+    missing = run_cli("ingest", str(tmp_path / "nope"), "--domain", "cli", env=env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    bad_domain = run_cli("ingest", str(tmp_path), "--domain", "Bad Name!", env=env)
+    assert bad_domain.returncode == 2 and "invalid domain name" in bad_domain.stderr
+    bad_filter = run_cli("search", "x", "--domain", "cli", "--filter", "[1]", env=env)
+    assert bad_filter.returncode == 2 and "--filter" in bad_filter.stderr
