@@ -357,15 +357,17 @@ def _parse_record(ref: _FileRef, number: int, line: bytes) -> SourceDocument:
         raise _LoadError(f"malformed JSON ({exc.msg})") from exc
     if not isinstance(record, dict):
         raise _LoadError("not a JSON object")
-    text = record.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise _LoadError("no 'text'")
+    text = record.get("text", "")
     title = record.get("title")
+    title = (title.strip() or None) if isinstance(title, str) else None
+    # A record with an empty text but a title (some BEIR corpora have them) is still a document: its title.
+    if not isinstance(text, str) or not (text.strip() or title):
+        raise _LoadError("no 'text'")
     return SourceDocument(
         external_id=_record_id(record) or f"{ref.relpath}#{number}",
         text=_normalize_newlines(text),
         source=ref.source,
-        title=(title.strip() or None) if isinstance(title, str) else None,
+        title=title,
         metadata=_record_metadata(record),
     )
 

@@ -21,14 +21,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
-from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.chunkers import Chunker, make_chunker
 from ingest.loaders import iter_documents
@@ -39,6 +38,7 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, ensure_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import IngestError
+from rag_server.retrieval.analyzer import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,29 @@ def content_hash(document: SourceDocument) -> bytes:
     return hashlib.sha256(payload.encode()).digest()
 
 
+# How far into a document its title is looked for before it is prepended to the text.
+_TITLE_WINDOW = 300
+
+
+def with_title(document: SourceDocument) -> SourceDocument:
+    """The document with its title as the first line, unless the text already starts with it.
+
+    Records (BEIR, JSON lines) keep the title apart from the text, but it is often what a question names
+    (an entity, a product): the first chunk must carry it to be found by either route.
+    """
+    title = document.title
+    if not title or title.casefold() in document.text[:_TITLE_WINDOW].casefold():
+        return document
+    text = f"{title}\n\n{document.text}" if document.text.strip() else title
+    return replace(document, text=text)
+
+
 def ingest_signature(options: IngestOptions, analyzer: Analyzer) -> str:
     """The chunking and analysis that make a document's chunks; changing it re-processes every document."""
-    return f"chunker={options.chunker}:{options.chunk_size}:{options.chunk_overlap};analyzer={analyzer!r}"
+    return (
+        f"chunker={options.chunker}:{options.chunk_size}:{options.chunk_overlap};title=first-line;"
+        f"analyzer=v1:{analyzer!r}"
+    )
 
 
 def embedding_tokenizer(embedder: Embedder) -> HFTokenizer:
@@ -296,7 +316,7 @@ class Ingestion:
                 with lock:
                     summary.documents_unchanged += 1
                 continue
-            chunks = self.chunkers.for_document(document).chunk(document)
+            chunks = self.chunkers.for_document(document).chunk(with_title(document))
             terms = [self.analyzer.terms(chunk.text) for chunk in chunks]
             yield PreparedDocument(document, digest, chunks, terms)
 

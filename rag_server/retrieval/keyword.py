@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from rag_server.retrieval.analyzer import Analyzer
-from rag_server.retrieval.bm25 import BM25Index
 
 from rag_server.domains import Domain
+from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.bm25 import BM25Index
 from rag_server.retrieval.semantic import CHUNK_COLUMNS
 from rag_server.retrieval.types import ScoredChunk
 

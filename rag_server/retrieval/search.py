@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 from psycopg_pool import ConnectionPool
-from rag_server.retrieval.analyzer import Analyzer
 
 from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
+from rag_server.retrieval.analyzer import Analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search

@@ -302,3 +302,17 @@ def test_kill_mid_run_then_resume_loses_nothing_and_duplicates_nothing(
         statuses = [row[0] for row in conn.execute("SELECT status FROM ingestion_runs ORDER BY id")]
     assert (documents, chunks, duplicates) == (300, expected, 0)
     assert statuses == ["interrupted", "finished"]
+
+
+def test_record_titles_lead_their_first_chunk(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "t1", "title": "Ada Lovelace", "text": "She wrote the first program."})
+        + "\n"
+        + json.dumps({"_id": "t2", "title": "Only a title", "text": ""})
+        + "\n"
+    )
+    _ingestion(pool, embedder).run([tmp_path], DOMAIN)
+    assert _chunk_texts(pool, "t1") == ["Ada Lovelace\n\nShe wrote the first program."]
+    assert _chunk_texts(pool, "t2") == ["Only a title"]

@@ -234,3 +234,16 @@ def test_edge_cases_of_construction() -> None:
         BM25Index([1], [["a"]], b=2.0)
     tuples = BM25Index(np.array([5, 6]), (("x", "y"), ("y",)))
     assert tuples.search(["y", "x"], 5)[0][0] == 5
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_top_candidates_include_the_top_k_with_ties(k: int) -> None:
+    rng = np.random.default_rng(k)
+    for n in (5, 100, 20_000, 100_003):  # short (argpartition) and long (block maxima) arrays
+        scores = np.round(rng.random(n) * 50, 1)  # many ties
+        ids = rng.permutation(n)
+        selected = bm25_module._top_candidates(scores, k)
+        assert len(np.unique(selected)) == len(selected)
+        top = selected[np.lexsort((ids[selected], -scores[selected]))[:k]]
+        expected = np.lexsort((ids, -scores))[:k]
+        assert top.tolist() == expected.tolist()
