@@ -21,11 +21,11 @@ import numpy as np
 import psutil
 from psycopg import sql
 from psycopg_pool import ConnectionPool
-from rag_server.retrieval.analyzer import Analyzer
 
 from rag_server.config import Settings
 from rag_server.domains import delete_domain, ensure_embedding_model, get_domain
 from rag_server.errors import NotFound
+from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import SearchRequest
@@ -131,7 +131,7 @@ def load_corpus(
 ) -> tuple[np.ndarray, list[list[str]], float, float]:
     """Write the synthetic corpus into a fresh domain; returns vectors, terms and load/index seconds."""
     corpus = SyntheticCorpus()
-    analyzer = Analyzer(stemmer=settings.bm25_stemmer, stopwords=settings.bm25_stopwords)
+    analyzer = configured_analyzer(settings)
     with pool.connection() as conn:
         with contextlib.suppress(NotFound):
             delete_domain(conn, domain)

@@ -26,10 +26,10 @@ def bench_ingest(
     """End-to-end ingestion chunks/s against raw SentenceTransformer.encode chunks/s, and peak RSS."""
     from evals.bench_ingest import drop_domain_if_exists, run_ingest_bench
     from ingest.pipeline import IngestOptions
-    from rag_server.retrieval.analyzer import Analyzer
+    from rag_server.retrieval.analyzer import configured_analyzer
 
     current = settings()
-    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    analyzer = configured_analyzer(current)
     with database(current) as pool:
         result = run_ingest_bench(
             pool, get_embedder(current), analyzer, IngestOptions.from_settings(current), corpus, domain

@@ -46,7 +46,7 @@ def eval_retrieval(
     from evals.report import markdown_table, write_chart, write_markdown
     from evals.retrieval import check_thresholds, run_retrieval_eval
     from ingest.pipeline import Ingestion, IngestOptions
-    from rag_server.retrieval.analyzer import Analyzer
+    from rag_server.retrieval.analyzer import configured_analyzer
     from rag_server.retrieval.search import Searcher
 
     routes = list(ROUTES) if route == "all" else [route]
@@ -58,7 +58,7 @@ def eval_retrieval(
     domain = domain or _domain_name(dataset)
     current = settings()
     embedder = get_embedder(current)
-    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    analyzer = configured_analyzer(current)
     with database(current) as pool:
         ingestion = Ingestion(
             pool,

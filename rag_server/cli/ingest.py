@@ -14,7 +14,7 @@ from ingest.chunkers import CHUNKER_NAMES
 from ingest.pipeline import Ingestion, IngestOptions, IngestSummary, Progress
 from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_errors, settings
 from rag_server.embedding import get_embedder
-from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.analyzer import configured_analyzer
 
 log = logging.getLogger("rag_server.ingest")
 
@@ -41,7 +41,7 @@ def ingest(
     options = IngestOptions.from_settings(
         current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
     )
-    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    analyzer = configured_analyzer(current)
     embedder = get_embedder(current)
     with database(current) as pool:
         ingestion = Ingestion(

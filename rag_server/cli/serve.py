@@ -32,9 +32,9 @@ def ingest_demo(current: Settings) -> None:
     from ingest.pipeline import Ingestion, IngestOptions
     from rag_server.demo import DEMO_DOMAIN, corpus_dir
     from rag_server.embedding import get_embedder
-    from rag_server.retrieval.analyzer import Analyzer
+    from rag_server.retrieval.analyzer import configured_analyzer
 
-    analyzer = Analyzer(stemmer=current.bm25_stemmer, stopwords=current.bm25_stopwords)
+    analyzer = configured_analyzer(current)
     with database(current) as pool:
         summary = Ingestion(pool, get_embedder(current), analyzer, IngestOptions.from_settings(current)).run(
             [corpus_dir()], DEMO_DOMAIN

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 
 import Stemmer
 
+from rag_server.config import Settings
+from rag_server.errors import ConfigError
+
 # A small English stop-word list: articles, pronouns, auxiliaries, prepositions, conjunctions, and the
 # fragments that apostrophes leave behind ("don't" -> "don", "t"; "we're" -> "we", "re").
 # fmt: off
@@ -153,3 +156,11 @@ class Analyzer:
             for i, word in zip(to_stem, stemmed, strict=True):
                 terms[i] = word
         return terms
+
+
+def configured_analyzer(settings: Settings) -> Analyzer:
+    """The analyzer the settings ask for (RAG_BM25_STEMMER, RAG_BM25_STOPWORDS)."""
+    try:
+        return Analyzer(stemmer=settings.bm25_stemmer, stopwords=settings.bm25_stopwords)
+    except ValueError as error:
+        raise ConfigError(f"RAG_BM25_STEMMER: {error}") from None

@@ -14,7 +14,7 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
-from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search
@@ -32,7 +32,7 @@ class Searcher:
         self.pool = pool
         self.embedder = embedder
         self.settings = settings
-        analyzer = Analyzer(stemmer=settings.bm25_stemmer, stopwords=settings.bm25_stopwords)
+        analyzer = configured_analyzer(settings)
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         self.keyword = KeywordIndexes(analyzer, parameters)
 
