@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=30, ge=0)
 
     # --- ingestion ---
-    ingest_batch_chunks: int = Field(default=256, ge=1, le=100_000)
+    # Larger batches let the model sort more chunks by length (less padding): 256 -> 84%, 1024 -> 92% of raw
+    # encode speed on msmarco. Memory stays bounded by a few batches.
+    ingest_batch_chunks: int = Field(default=1024, ge=1, le=100_000)
 
     # --- retrieval ---
     default_domain: str = "default"
