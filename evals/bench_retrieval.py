@@ -4,8 +4,8 @@ Per route p50/p95 latency (query embedding excluded: vectors are given); BM25 ag
 corpus; semantic recall@10 against exact search and HNSW speed against numpy brute force.
 
 The corpus: Zipf-distributed words from a fixed vocabulary (with identifiers such as ERR-1234 sprinkled in)
-and embedding-like vectors: a few hundred random topic directions plus noise, normalized, so that
-neighbourhoods have structure as real embeddings do, rather than uniform noise.
+and embedding-like vectors: random topic and subtopic directions plus noise, normalized, so that
+neighbourhoods have structure at several scales as real embeddings do, rather than uniform noise.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ DIMENSION = 384
 BENCH_MODEL = "bench-synthetic-384"
 _VOCABULARY = 30_000
 _TOPICS = 256
+_SUBTOPICS = 32
 _WORDS_PER_CHUNK = (40, 120)
 
 
@@ -75,6 +76,7 @@ class SyntheticCorpus:
         ranks = np.arange(1, _VOCABULARY + 1)
         self.word_p = (1.0 / ranks**1.07) / np.sum(1.0 / ranks**1.07)
         self.topics = _normalize(self.rng.standard_normal((_TOPICS, DIMENSION)).astype(np.float32))
+        self.subtopics = _normalize(self.rng.standard_normal((_TOPICS * _SUBTOPICS, DIMENSION)).astype(np.float32))
 
     def texts(self, count: int) -> Iterator[str]:
         low, high = _WORDS_PER_CHUNK
@@ -86,14 +88,21 @@ class SyntheticCorpus:
             yield " ".join(words)
 
     def vectors(self, count: int) -> np.ndarray:
+        # Topics, subtopics within them, then a little noise: neighbourhoods at several scales, as in real
+        # sentence embeddings (uniform noise around a few centres would make every neighbour equidistant).
         topic = self.rng.integers(_TOPICS, size=count)
-        mixed = self.topics[topic] + 0.9 * self.rng.standard_normal((count, DIMENSION)).astype(np.float32) / 8
+        subtopic = self.rng.integers(_SUBTOPICS, size=count)
+        mixed = (
+            self.topics[topic]
+            + 0.7 * self.subtopics[topic * _SUBTOPICS % len(self.subtopics) + subtopic]
+            + 0.35 * _normalize(self.rng.standard_normal((count, DIMENSION)).astype(np.float32))
+        )
         return _normalize(mixed.astype(np.float32))
 
     def queries(self, count: int, corpus_vectors: np.ndarray) -> tuple[list[str], np.ndarray]:
         texts = [" ".join(text.split()[:4]) for text in self.texts(count)]
         near = corpus_vectors[self.rng.integers(len(corpus_vectors), size=count)]
-        noise = self.rng.standard_normal(near.shape).astype(np.float32) * 0.05
+        noise = 0.3 * _normalize(self.rng.standard_normal(near.shape).astype(np.float32))
         return texts, _normalize(near + noise)
 
 
