@@ -76,7 +76,9 @@ class SyntheticCorpus:
         ranks = np.arange(1, _VOCABULARY + 1)
         self.word_p = (1.0 / ranks**1.07) / np.sum(1.0 / ranks**1.07)
         self.topics = _normalize(self.rng.standard_normal((_TOPICS, DIMENSION)).astype(np.float32))
-        self.subtopics = _normalize(self.rng.standard_normal((_TOPICS * _SUBTOPICS, DIMENSION)).astype(np.float32))
+        self.subtopics = _normalize(
+            self.rng.standard_normal((_TOPICS * _SUBTOPICS, DIMENSION)).astype(np.float32)
+        )
 
     def texts(self, count: int) -> Iterator[str]:
         low, high = _WORDS_PER_CHUNK
