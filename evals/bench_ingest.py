@@ -14,12 +14,12 @@ from typing import Any
 
 import psutil
 from psycopg_pool import ConnectionPool
-from rag_server.retrieval.analyzer import Analyzer
 
 from ingest.pipeline import Ingestion, IngestOptions
 from rag_server.domains import delete_domain, get_domain
 from rag_server.embedding import SentenceTransformerEmbedder
 from rag_server.errors import NotFound
+from rag_server.retrieval.analyzer import Analyzer
 
 
 @dataclass

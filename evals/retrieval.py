@@ -10,7 +10,6 @@ from typing import Any
 
 from evals.beir import EvalQuery, load_qrels, load_queries
 from evals.metrics import RetrievalScores, mean_scores, percentile, score_ranking
-
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import SearchRequest
 
