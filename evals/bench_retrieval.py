@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
-from rag_server.domains import delete_domain, ensure_embedding_model, get_domain
+from rag_server.domains import EmbeddingModel, HnswOptions, delete_domain, ensure_embedding_model, get_domain
 from rag_server.errors import NotFound
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.search import Searcher
@@ -157,7 +157,9 @@ def load_corpus(
             # Index dropped while loading: building it once afterwards is several times faster.
             conn.execute(
                 sql.SQL("DROP INDEX IF EXISTS {}").format(
-                    sql.Identifier(f"chunks_embedding_model_{model_id}_hnsw")
+                    sql.Identifier(
+                        EmbeddingModel(model_id, BENCH_MODEL, DIMENSION).index_name(settings.vector_precision)
+                    )
                 )
             )
             domain_id = conn.execute(
@@ -206,7 +208,7 @@ def load_corpus(
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '2GB'")
         conn.execute("SET max_parallel_maintenance_workers = 2")
-        ensure_embedding_model(conn, BENCH_MODEL, DIMENSION, (settings.hnsw_m, settings.hnsw_ef_construction))
+        ensure_embedding_model(conn, BENCH_MODEL, DIMENSION, HnswOptions.from_settings(settings))
         conn.execute("UPDATE domains SET generation = generation + 1 WHERE id = %s", (domain_id,))
         conn.execute("ANALYZE chunks")
         index_seconds = time.perf_counter() - started
@@ -244,7 +246,12 @@ def run_retrieval_bench(
     brute = []
     with pool.connection() as conn:
         for vector in query_vectors:
-            approx = {c.chunk_id for c in semantic_search(conn, found, vector, 10, {}, settings.ef_search)}
+            approx = {
+                c.chunk_id
+                for c in semantic_search(
+                    conn, found, vector, 10, {}, settings.ef_search, settings.vector_precision
+                )
+            }
             started = time.perf_counter()
             exact_rows = np.argpartition(-(vectors @ vector), 10)[:10]
             brute.append((time.perf_counter() - started) * 1000)

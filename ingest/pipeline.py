@@ -35,7 +35,7 @@ from ingest.records import LoadFailure, SourceDocument
 from ingest.store import PreparedDocument, prune, stored_versions, write_batch
 from ingest.tokenizer import HFTokenizer
 from rag_server.config import Settings
-from rag_server.domains import Domain, ensure_domain
+from rag_server.domains import Domain, HnswOptions, ensure_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import IngestError
 from rag_server.retrieval.analyzer import Analyzer
@@ -169,13 +169,13 @@ class Ingestion:
         embedder: Embedder,
         analyzer: Analyzer,
         options: IngestOptions,
-        hnsw: tuple[int, int] = (16, 64),
+        hnsw: HnswOptions | None = None,
     ) -> None:
         self.pool = pool
         self.embedder = embedder
         self.analyzer = analyzer
         self.options = options
-        self.hnsw = hnsw
+        self.hnsw = hnsw or HnswOptions()
         self.chunkers = _Chunkers(options, embedding_tokenizer(embedder))
         self.signature = ingest_signature(options, analyzer)
 

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     ef_search: int = Field(default=64, ge=1, le=1000)
+    # `halfvec` indexes float16 copies (half the index memory); the table keeps float32.
+    vector_precision: Literal["vector", "halfvec"] = "vector"
 
     # --- keyword route (BM25; defaults are rank-bm25's) ---
     bm25_k1: float = Field(default=1.5, gt=0)

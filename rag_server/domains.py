@@ -5,14 +5,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
+from rag_server.config import Settings
 from rag_server.errors import EmbeddingModelMismatch, NotFound, RagError
 
 DOMAIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+# How the HNSW index holds vectors: `vector` (float32) or `halfvec` (float16, half the index size). The table
+# keeps float32 either way; the index is over the expression `embedding::<precision>(dim)`.
+Precision = Literal["vector", "halfvec"]
+
+
+@dataclass(frozen=True)
+class HnswOptions:
+    """The HNSW index build parameters and precision."""
+
+    m: int = 16
+    ef_construction: int = 64
+    precision: Precision = "vector"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HnswOptions:
+        return cls(settings.hnsw_m, settings.hnsw_ef_construction, settings.vector_precision)
 
 
 @dataclass(frozen=True)
@@ -23,10 +42,10 @@ class EmbeddingModel:
     name: str
     dimension: int
 
-    @property
-    def index_name(self) -> str:
-        """The partial HNSW index over this model's chunks."""
-        return f"chunks_embedding_model_{self.id}_hnsw"
+    def index_name(self, precision: Precision = "vector") -> str:
+        """The partial HNSW index over this model's chunks at `precision`."""
+        suffix = "" if precision == "vector" else f"_{precision}"
+        return f"chunks_embedding_model_{self.id}_hnsw{suffix}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +95,7 @@ def list_domains(conn: psycopg.Connection[Any]) -> list[Domain]:
 
 
 def ensure_domain(
-    conn: psycopg.Connection[Any], name: str, model_name: str, dimension: int, hnsw: tuple[int, int]
+    conn: psycopg.Connection[Any], name: str, model_name: str, dimension: int, hnsw: HnswOptions
 ) -> Domain:
     """The domain `name`, created bound to the model if new; refuses a domain bound to another model."""
     check_domain_name(name)
@@ -97,7 +116,7 @@ def ensure_domain(
 
 
 def ensure_embedding_model(
-    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: tuple[int, int]
+    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: HnswOptions
 ) -> EmbeddingModel:
     """The model's row and its partial HNSW index, created on first use."""
     with conn.transaction():
@@ -105,7 +124,7 @@ def ensure_embedding_model(
 
 
 def _ensure_embedding_model(
-    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: tuple[int, int]
+    conn: psycopg.Connection[Any], name: str, dimension: int, hnsw: HnswOptions
 ) -> EmbeddingModel:
     # Two first ingests at once would race on creating the same index: serialize them.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.embedding_models'))")
@@ -120,17 +139,18 @@ def _ensure_embedding_model(
         raise EmbeddingModelMismatch(
             f"embedding model {name!r} was recorded with {model.dimension} dimensions but now has {dimension}"
         )
-    m, ef_construction = hnsw
     # One index per model, over `embedding::vector(dim)`: queries must use the same expression and filter.
     conn.execute(
         sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::vector({dim})) vector_cosine_ops)"
+            "CREATE INDEX IF NOT EXISTS {index} ON chunks USING hnsw ((embedding::{type}({dim})) {ops})"
             " WITH (m = {m}, ef_construction = {ef}) WHERE embedding_model_id = {model}"
         ).format(
-            index=sql.Identifier(model.index_name),
+            index=sql.Identifier(model.index_name(hnsw.precision)),
+            type=sql.SQL(hnsw.precision),
+            ops=sql.SQL(f"{hnsw.precision}_cosine_ops"),
             dim=sql.Literal(model.dimension),
-            m=sql.Literal(m),
-            ef=sql.Literal(ef_construction),
+            m=sql.Literal(hnsw.m),
+            ef=sql.Literal(hnsw.ef_construction),
             model=sql.Literal(model.id),
         )
     )

@@ -17,7 +17,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from rag_server.db import list_migrations, migrate
-from rag_server.domains import ensure_domain, ensure_embedding_model
+from rag_server.domains import HnswOptions, ensure_domain, ensure_embedding_model
 from rag_server.errors import DatabaseError, EmbeddingModelMismatch
 
 
@@ -70,8 +70,8 @@ def test_misnamed_or_gapped_migrations_are_refused(tmp_path: Path) -> None:
 
 def test_models_of_other_dimensions_live_side_by_side(pool: ConnectionPool) -> None:
     with pool.connection() as conn:
-        small = ensure_domain(conn, "small", "model-384", 384, (16, 64))
-        large = ensure_domain(conn, "large", "model-768", 768, (16, 64))
+        small = ensure_domain(conn, "small", "model-384", 384, HnswOptions())
+        large = ensure_domain(conn, "large", "model-768", 768, HnswOptions())
         rng = np.random.default_rng(0)
         for domain, dim in ((small, 384), (large, 768)):
             conn.execute(
@@ -94,11 +94,11 @@ def test_models_of_other_dimensions_live_side_by_side(pool: ConnectionPool) -> N
         indexes = {
             row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks'")
         }
-        assert {small.model.index_name, large.model.index_name} <= indexes
+        assert {small.model.index_name(), large.model.index_name()} <= indexes
         with pytest.raises(EmbeddingModelMismatch, match="model-384"):
-            ensure_domain(conn, "small", "model-768", 768, (16, 64))
+            ensure_domain(conn, "small", "model-768", 768, HnswOptions())
         with pytest.raises(EmbeddingModelMismatch, match="dimensions"):
-            ensure_embedding_model(conn, "model-384", 512, (16, 64))
+            ensure_embedding_model(conn, "model-384", 512, HnswOptions())
 
 
 EMBEDDED_CHILD = textwrap.dedent(

@@ -10,6 +10,7 @@ import typer
 from tqdm import tqdm
 
 from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings
+from rag_server.domains import HnswOptions
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 from rag_server.retrieval.types import ROUTES
@@ -65,7 +66,7 @@ def eval_retrieval(
             embedder,
             analyzer,
             IngestOptions.from_settings(current),
-            (current.hnsw_m, current.hnsw_ef_construction),
+            HnswOptions.from_settings(current),
         )
         summary = ingestion.run([corpus], domain)
         typer.echo(

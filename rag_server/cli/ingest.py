@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ingest.chunkers import CHUNKER_NAMES
 from ingest.pipeline import Ingestion, IngestOptions, IngestSummary, Progress
 from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_errors, settings
+from rag_server.domains import HnswOptions
 from rag_server.embedding import get_embedder
 from rag_server.retrieval.analyzer import configured_analyzer
 
@@ -44,9 +45,7 @@ def ingest(
     analyzer = configured_analyzer(current)
     embedder = get_embedder(current)
     with database(current) as pool:
-        ingestion = Ingestion(
-            pool, embedder, analyzer, options, (current.hnsw_m, current.hnsw_ef_construction)
-        )
+        ingestion = Ingestion(pool, embedder, analyzer, options, HnswOptions.from_settings(current))
         with _progress() as progress:
             summary = ingestion.run(paths, domain, progress)
     if as_json:

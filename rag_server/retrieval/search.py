@@ -87,7 +87,15 @@ class Searcher:
         return _timed(
             timings,
             "semantic",
-            lambda: semantic_search(conn, domain, vector, k, request.filters, self.settings.ef_search),
+            lambda: semantic_search(
+                conn,
+                domain,
+                vector,
+                k,
+                request.filters,
+                self.settings.ef_search,
+                self.settings.vector_precision,
+            ),
         )
 
     def _fuse(self, semantic: list[ScoredChunk], keyword: list[ScoredChunk], k: int) -> list[ScoredChunk]:

@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from rag_server.domains import Domain
+from rag_server.domains import Domain, Precision
 from rag_server.retrieval.types import ScoredChunk
 
 # The select list every route uses to turn chunk ids into ScoredChunks.
@@ -23,14 +23,16 @@ def semantic_search(
     k: int,
     filters: dict[str, Any],
     ef_search: int,
+    precision: Precision = "vector",
 ) -> list[ScoredChunk]:
     """The k chunks of the domain closest to `query_vector` (cosine), documents filtered by metadata.
 
-    The expression `embedding::vector(dim)` and the model filter match the model's partial HNSW index.
+    The expression `embedding::<precision>(dim)` and the model filter match the model's partial HNSW index.
     pgvector's iterative index scan keeps scanning until k rows pass the filters, so a selective filter
     still returns k results (up to hnsw.max_scan_tuples).
     """
     dim = sql.Literal(domain.model.dimension)
+    kind = sql.SQL(precision)  # a Literal of two names, checked by the settings
     filter_sql = (
         sql.SQL(" AND d.metadata @> {}::jsonb").format(json.dumps(filters)) if filters else sql.SQL("")
     )
@@ -38,9 +40,9 @@ def semantic_search(
         """SELECT {columns}, 1 - (c.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS score
            FROM chunks c JOIN documents d ON d.id = c.document_id
            WHERE c.embedding_model_id = %(model)s AND c.domain_id = %(domain)s{filters}
-           ORDER BY c.embedding::vector({dim}) <=> %(q)s::vector({dim})
+           ORDER BY c.embedding::{kind}({dim}) <=> %(q)s::{kind}({dim})
            LIMIT %(k)s"""
-    ).format(columns=sql.SQL(CHUNK_COLUMNS), dim=dim, filters=filter_sql)
+    ).format(columns=sql.SQL(CHUNK_COLUMNS), dim=dim, kind=kind, filters=filter_sql)
     with conn.transaction():
         # SET LOCAL: the settings end with this transaction, whatever connection of the pool it was.
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k))))
