@@ -179,6 +179,20 @@ class Ingestion:
         self.chunkers = _Chunkers(options, embedding_tokenizer(embedder))
         self.signature = ingest_signature(options, analyzer)
 
+    @classmethod
+    def from_settings(cls, pool: ConnectionPool, settings: Settings, **overrides: Any) -> Ingestion:
+        """An ingestion as the settings configure it; `overrides` replace IngestOptions fields."""
+        from rag_server.embedding import get_embedder
+        from rag_server.retrieval.analyzer import configured_analyzer
+
+        return cls(
+            pool,
+            get_embedder(settings),
+            configured_analyzer(settings),
+            IngestOptions.from_settings(settings, **overrides),
+            HnswOptions.from_settings(settings),
+        )
+
     def run(self, paths: Sequence[Path], domain_name: str, progress: Progress | None = None) -> IngestSummary:
         """Ingest every document under `paths` into the domain; failures are reported, not raised."""
         started = time.perf_counter()

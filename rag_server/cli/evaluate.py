@@ -10,7 +10,6 @@ import typer
 from tqdm import tqdm
 
 from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings
-from rag_server.domains import HnswOptions
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 from rag_server.retrieval.types import ROUTES
@@ -46,8 +45,7 @@ def eval_retrieval(
     """Ingest the data set's corpus (incrementally) and score each route on its judged queries."""
     from evals.report import markdown_table, write_chart, write_markdown
     from evals.retrieval import check_thresholds, run_retrieval_eval
-    from ingest.pipeline import Ingestion, IngestOptions
-    from rag_server.retrieval.analyzer import configured_analyzer
+    from ingest.pipeline import Ingestion
     from rag_server.retrieval.search import Searcher
 
     routes = list(ROUTES) if route == "all" else [route]
@@ -58,23 +56,14 @@ def eval_retrieval(
         raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
     domain = domain or _domain_name(dataset)
     current = settings()
-    embedder = get_embedder(current)
-    analyzer = configured_analyzer(current)
     with database(current) as pool:
-        ingestion = Ingestion(
-            pool,
-            embedder,
-            analyzer,
-            IngestOptions.from_settings(current),
-            HnswOptions.from_settings(current),
-        )
-        summary = ingestion.run([corpus], domain)
+        summary = Ingestion.from_settings(pool, current).run([corpus], domain)
         typer.echo(
             f"corpus: {summary.documents_added} added, {summary.documents_updated} updated, "
             f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed ({summary.seconds:.1f}s)",
             err=True,
         )
-        searcher = Searcher(pool, embedder, current)
+        searcher = Searcher(pool, get_embedder(current), current)
         with tqdm(desc="queries", unit=" q", disable=not sys.stderr.isatty()) as bar:
             report = run_retrieval_eval(searcher, dataset, domain, routes, depth, bar.update)
     result = report.as_dict()

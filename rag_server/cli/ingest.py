@@ -11,11 +11,8 @@ import typer
 from tqdm import tqdm
 
 from ingest.chunkers import CHUNKER_NAMES
-from ingest.pipeline import Ingestion, IngestOptions, IngestSummary, Progress
+from ingest.pipeline import Ingestion, IngestSummary, Progress
 from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_errors, settings
-from rag_server.domains import HnswOptions
-from rag_server.embedding import get_embedder
-from rag_server.retrieval.analyzer import configured_analyzer
 
 log = logging.getLogger("rag_server.ingest")
 
@@ -39,13 +36,10 @@ def ingest(
     current = settings()
     if chunker is not None and chunker != "auto" and chunker not in CHUNKER_NAMES:
         raise typer.BadParameter(f"unknown chunker {chunker!r}; use auto, {', '.join(CHUNKER_NAMES)}")
-    options = IngestOptions.from_settings(
-        current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
-    )
-    analyzer = configured_analyzer(current)
-    embedder = get_embedder(current)
     with database(current) as pool:
-        ingestion = Ingestion(pool, embedder, analyzer, options, HnswOptions.from_settings(current))
+        ingestion = Ingestion.from_settings(
+            pool, current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
+        )
         with _progress() as progress:
             summary = ingestion.run(paths, domain, progress)
     if as_json:

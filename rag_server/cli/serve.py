@@ -29,21 +29,11 @@ def serve(
 
 def ingest_demo(current: Settings) -> None:
     """Ingest the demo corpus (incremental: instant when already there)."""
-    from ingest.pipeline import Ingestion, IngestOptions
+    from ingest.pipeline import Ingestion
     from rag_server.demo import DEMO_DOMAIN, corpus_dir
-    from rag_server.domains import HnswOptions
-    from rag_server.embedding import get_embedder
-    from rag_server.retrieval.analyzer import configured_analyzer
 
-    analyzer = configured_analyzer(current)
     with database(current) as pool:
-        summary = Ingestion(
-            pool,
-            get_embedder(current),
-            analyzer,
-            IngestOptions.from_settings(current),
-            HnswOptions.from_settings(current),
-        ).run([corpus_dir()], DEMO_DOMAIN)
+        summary = Ingestion.from_settings(pool, current).run([corpus_dir()], DEMO_DOMAIN)
     typer.echo(
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
         f"{summary.documents_unchanged} unchanged. Try:\n"
