@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import threading
 import time
@@ -18,7 +17,6 @@ from psycopg_pool import ConnectionPool
 from ingest.pipeline import Ingestion, IngestOptions
 from rag_server.domains import delete_domain, get_domain
 from rag_server.embedding import SentenceTransformerEmbedder
-from rag_server.errors import NotFound
 from rag_server.retrieval.analyzer import Analyzer
 
 
@@ -90,7 +88,7 @@ def run_ingest_bench(
 ) -> IngestBenchResult:
     """Ingest `corpus` into a fresh `domain`, then encode the very same chunks with the bare model."""
     with pool.connection() as conn:
-        drop_domain_if_exists(conn, domain)
+        delete_domain(conn, domain, missing_ok=True)
     embedder.embed(["warm up the model"] * 8)
     sampler = _RssSampler()
     with sampler.running():
@@ -123,9 +121,3 @@ def run_ingest_bench(
         embedding_batch_size=embedder.batch_size,
         machine={"cpus": psutil.cpu_count(), "python": platform.python_version()},
     )
-
-
-def drop_domain_if_exists(conn: Any, domain: str) -> None:
-    """Delete the scratch domain if it exists."""
-    with contextlib.suppress(NotFound):
-        delete_domain(conn, domain)

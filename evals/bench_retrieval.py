@@ -10,7 +10,6 @@ neighbourhoods have structure at several scales as real embeddings do, rather th
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,6 @@ from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
 from rag_server.domains import EmbeddingModel, HnswOptions, delete_domain, ensure_embedding_model, get_domain
-from rag_server.errors import NotFound
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.semantic import semantic_search
@@ -144,8 +142,7 @@ def load_corpus(
     corpus = SyntheticCorpus()
     analyzer = configured_analyzer(settings)
     with pool.connection() as conn:
-        with contextlib.suppress(NotFound):
-            delete_domain(conn, domain)
+        delete_domain(conn, domain, missing_ok=True)
         with conn.transaction():
             conn.execute(
                 "INSERT INTO embedding_models (name, dimension) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
@@ -233,7 +230,8 @@ def run_retrieval_bench(
 
     with pool.connection() as conn:
         found = get_domain(conn, domain)
-        searcher.keyword.current(conn, found)  # build the BM25 index before timing
+        # Build the BM25 index before timing; its ids are the chunk ids in insertion order, i.e. vector order.
+        chunk_ids = searcher.keyword.current(conn, found).index.ids
     for route in ("semantic", "keyword", "hybrid"):
         samples = []
         for text, vector in zip(texts, query_vectors, strict=True):
@@ -255,7 +253,7 @@ def run_retrieval_bench(
             started = time.perf_counter()
             exact_rows = np.argpartition(-(vectors @ vector), 10)[:10]
             brute.append((time.perf_counter() - started) * 1000)
-            exact_ids = _chunk_ids(conn, found.id, exact_rows)
+            exact_ids = set(chunk_ids[exact_rows].tolist())
             hits += len(approx & exact_ids)
     result.semantic_recall_at_10 = round(hits / (10 * len(query_vectors)), 4)
     result.brute_force_ms_p50 = round(float(np.median(brute)), 3)
@@ -265,16 +263,6 @@ def run_retrieval_bench(
 
     _bench_bm25(result, searcher, pool, found, texts, all_terms, rank_bm25_limit)
     return result
-
-
-def _chunk_ids(conn: Any, domain_id: int, rows: np.ndarray) -> set[int]:
-    # Chunks were inserted in vector order, so the n-th vector is the n-th chunk id of the domain.
-    ids = conn.execute(
-        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM chunks WHERE domain_id = %s) t"
-        " WHERE n = ANY(%s)",
-        (domain_id, [int(row) for row in rows]),
-    ).fetchall()
-    return {row[0] for row in ids}
 
 
 def _bench_bm25(

@@ -51,7 +51,7 @@ _WRITE_QUEUE_BATCHES = 2
 
 @dataclass
 class IngestSummary:
-    """What a run did; `documents_failed` lists nothing, `errors` says which files and why."""
+    """What a run did; `documents_failed` counts the files skipped, `errors` says which and why."""
 
     domain: str
     documents_added: int = 0

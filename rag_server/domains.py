@@ -162,7 +162,7 @@ def bump_generation(conn: psycopg.Connection[Any], domain_id: int) -> None:
     conn.execute("UPDATE domains SET generation = generation + 1 WHERE id = %s", (domain_id,))
 
 
-def delete_domain(conn: psycopg.Connection[Any], name: str) -> None:
-    """Delete a domain with all its documents and chunks."""
-    if conn.execute("DELETE FROM domains WHERE name = %s", (name,)).rowcount == 0:
+def delete_domain(conn: psycopg.Connection[Any], name: str, missing_ok: bool = False) -> None:
+    """Delete a domain with all its documents and chunks; NotFound if absent, unless `missing_ok`."""
+    if conn.execute("DELETE FROM domains WHERE name = %s", (name,)).rowcount == 0 and not missing_ok:
         raise NotFound(f"no domain {name!r}")

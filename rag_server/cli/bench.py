@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from rag_server.cli._common import database, reports_errors, settings
+from rag_server.domains import delete_domain
 from rag_server.embedding import get_embedder
 
 app = typer.Typer(help="Benchmarks: measured side by side in one run, written as JSON.", no_args_is_help=True)
@@ -24,7 +25,7 @@ def bench_ingest(
     output: Path = typer.Option(Path("reports/bench-ingest.json"), "--json", help="Where to write the JSON."),
 ) -> None:
     """End-to-end ingestion chunks/s against raw SentenceTransformer.encode chunks/s, and peak RSS."""
-    from evals.bench_ingest import drop_domain_if_exists, run_ingest_bench
+    from evals.bench_ingest import run_ingest_bench
     from ingest.pipeline import IngestOptions
     from rag_server.retrieval.analyzer import configured_analyzer
 
@@ -36,7 +37,7 @@ def bench_ingest(
         )
         if not keep:
             with pool.connection() as conn:
-                drop_domain_if_exists(conn, domain)
+                delete_domain(conn, domain, missing_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result.as_dict(), indent=2))
     typer.echo(
@@ -68,7 +69,6 @@ def bench_retrieval(
 
     from tqdm import tqdm
 
-    from evals.bench_ingest import drop_domain_if_exists
     from evals.bench_retrieval import run_retrieval_bench
     from rag_server.retrieval.search import Searcher
 
@@ -82,7 +82,7 @@ def bench_retrieval(
             )
         if not keep:
             with pool.connection() as conn:
-                drop_domain_if_exists(conn, domain)
+                delete_domain(conn, domain, missing_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result.as_dict(), indent=2))
     lines = [

@@ -35,7 +35,6 @@ class BM25Parameters:
 class _Built:
     generation: int
     index: BM25Index
-    chunk_ids: np.ndarray
 
 
 class KeywordIndexes:
@@ -55,7 +54,7 @@ class KeywordIndexes:
         if not terms:
             return []
         built = self.current(conn, domain)
-        allowed = _allowed(conn, domain, filters, built.chunk_ids) if filters else None
+        allowed = _allowed(conn, domain, filters) if filters else None
         hits = built.index.search(terms, k, allowed)
         return _chunks(conn, hits)
 
@@ -86,20 +85,17 @@ class KeywordIndexes:
                     term_lists.append(terms)
         parameters = self.parameters
         index = BM25Index(ids, term_lists, k1=parameters.k1, b=parameters.b, epsilon=parameters.epsilon)
-        return _Built(row[0] if row else -1, index, np.asarray(ids, dtype=np.int64))
+        return _Built(row[0] if row else -1, index)
 
 
-def _allowed(
-    conn: psycopg.Connection[Any], domain: Domain, filters: dict[str, Any], chunk_ids: np.ndarray
-) -> np.ndarray:
-    """A mask over the index's chunks: True where the chunk's document matches the metadata filters."""
+def _allowed(conn: psycopg.Connection[Any], domain: Domain, filters: dict[str, Any]) -> np.ndarray:
+    """The ids of the domain's chunks whose document matches the metadata filters."""
     rows = conn.execute(
         "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
         " WHERE c.domain_id = %s AND d.metadata @> %s::jsonb",
         (domain.id, json.dumps(filters)),
     )
-    matching = np.fromiter((row[0] for row in rows), dtype=np.int64)
-    return np.isin(chunk_ids, matching)
+    return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
 
 def _chunks(conn: psycopg.Connection[Any], hits: list[tuple[int, float]]) -> list[ScoredChunk]:
