@@ -91,6 +91,18 @@ class Settings(BaseSettings):
     convex_weight: float = Field(default=0.7, ge=0, le=1)
     candidate_depth: int = Field(default=100, ge=1, le=10_000)
 
+    # --- sql route (generated SQL over the domain's tables) ---
+    sql_row_cap: int = Field(default=1000, ge=1, le=100_000)
+    sql_statement_timeout_ms: int = Field(default=5000, ge=10)
+    # Planner cost units (about one 8 kB page read each); a cross join of a few thousand rows costs billions.
+    sql_max_cost: float = Field(default=1e7, gt=0)
+    sql_max_retries: int = Field(default=2, ge=0, le=10)
+    # How many catalog tables (by match with the question) and verified examples the model's prompt carries.
+    sql_prompt_tables: int = Field(default=6, ge=1)
+    sql_prompt_examples: int = Field(default=3, ge=0)
+    # `auto`: the configured model when OPENAI_API_KEY or OPENAI_BASE_URL is set, else the deterministic one.
+    sql_generator: Literal["auto", "llm", "deterministic"] = "auto"
+
     # --- answering model (OpenAI or any compatible server) ---
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY")

@@ -6,6 +6,10 @@ RagError                  anything the user can fix; the CLI prints it, the API 
 ├── IngestError           an ingestion run cannot go on (a single bad file is a LoadFailure, not this)
 ├── EmbeddingModelMismatch  a domain is bound to another embedding model than the one configured
 ├── RetrievalError        a search cannot be run as asked (unknown route, bad filter)
+│   ├── SqlRejected       generated or given SQL broke a validation rule (the rule is named)
+│   ├── SqlExecutionError validated SQL failed in the sandbox (timeout, cost cap, Postgres error)
+│   └── SqlDeclined       no SQL could be generated for the question
+├── ModelError            the answering model could not be reached or answered nonsense
 └── NotFound              a domain or document that does not exist
 """
 
@@ -34,6 +38,27 @@ class EmbeddingModelMismatch(RagError):
 
 class RetrievalError(RagError):
     """A search cannot be run as asked."""
+
+
+class SqlRejected(RetrievalError):
+    """A SQL statement broke a validation rule; `rule` names which one."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"SQL rejected ({rule}): {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+class SqlExecutionError(RetrievalError):
+    """A validated statement failed inside the sandbox."""
+
+
+class SqlDeclined(RetrievalError):
+    """The generator cannot express the question in SQL."""
+
+
+class ModelError(RagError):
+    """The configured model could not be reached or gave an unusable reply."""
 
 
 class NotFound(RagError):
