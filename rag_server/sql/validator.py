@@ -227,6 +227,8 @@ def _parse_one(text: str, dialect: str) -> exp.Expression:
     if "\x00" in text:
         raise SqlRejected("syntax", "NUL characters are not allowed")
     trees = _statements(text, dialect)
+    if not trees:
+        raise SqlRejected("syntax", "no statement found (only comments?)")
     if len(trees) != 1:
         raise SqlRejected("single_statement", f"exactly one statement is allowed, found {len(trees)}")
     return trees[0]
