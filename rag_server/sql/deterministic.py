@@ -1,0 +1,643 @@
+"""The offline SQL generator: common analytical questions to SQL by matching them against the catalog.
+
+It handles count / sum / avg / min / max, optionally grouped ("per plan", "by region"), filtered by equality on
+known column values ("urgent", "EU") and by date ranges ("in March 2025", "in Q2 2024", "last 30 days"),
+top-N ("top 5 customers by amount"), and lists with filters, over one table or a catalog-declared join. What it
+cannot express it declines (SqlDeclined) instead of guessing; its output is validated like any model's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+from rag_server.errors import SqlDeclined
+from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable
+
+_NUMERIC = ("int", "numeric", "double", "real", "decimal", "money")
+_DATES = ("date", "timestamp")
+_AGGREGATES: list[tuple[str, tuple[str, ...]]] = [
+    ("avg", ("average", "avg", "mean", "typical")),
+    ("count", ("how many", "number of", "count of", "count the", "count ")),
+    ("sum", ("total", "sum of", "sum ", "how much", "overall")),
+    ("min", ("minimum", "lowest", "smallest", "least", "cheapest", "earliest", "min ")),
+    ("max", ("maximum", "highest", "largest", "biggest", "most expensive", "latest", "max ")),
+]
+# Words that name a numeric measure without saying the column's name.
+_MONEY_WORDS = {
+    "revenue",
+    "sales",
+    "spent",
+    "spend",
+    "paid",
+    "income",
+    "money",
+    "billed",
+    "value",
+    "worth",
+    "cost",
+}
+_MONEY_COLUMNS = ("amount", "price", "total", "revenue", "value", "cost", "paid", "sale")
+_MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+# Asks the generator cannot express: it declines rather than answer a different question.
+_UNSUPPORTED = (
+    "ratio",
+    "percentage",
+    "percent",
+    "proportion",
+    "share of",
+    "fraction",
+    "rate of",
+    " rate ",
+    "median",
+    "difference",
+    "compared",
+    " versus ",
+    " vs ",
+    " both ",
+    " not ",
+    "n't ",
+    "without",
+    "never",
+    "except",
+    "contain",
+    "start with",
+    "starts with",
+    "starting with",
+    "ending",
+    " like ",
+    "more than one",
+    " same ",
+    "within",
+    "weekend",
+    "weekday",
+    " age ",
+    "today",
+    "current",
+    "snapshot",
+    " or ",
+    "each other",
+    "per cent",
+    "growth",
+    "change",
+    "trend",
+    "cumulative",
+    "running",
+    "rank",
+    "median",
+    "distinct",
+    "unique",
+    "duplicate",
+    "first time",
+    "return the",
+    "order the",
+    "sorted",
+    "ordered by",
+    "from the best",
+    "from best",
+    " after each",
+)
+_COMPARATORS = {
+    "greater than": ">",
+    "more than": ">",
+    "higher than": ">",
+    "above": ">",
+    "over": ">",
+    "exceeding": ">",
+    "at least": ">=",
+    "less than": "<",
+    "lower than": "<",
+    "below": "<",
+    "under": "<",
+    "at most": "<=",
+    "fewer than": "<",
+}
+_QUARTER_WORDS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
+_NUMBER_WORDS = {"three": 3, "five": 5, "ten": 10, "twenty": 20, "two": 2, "four": 4, "six": 6, "seven": 7}
+
+
+@dataclass
+class _Plan:
+    """What the question asks, resolved against the catalog, before it is written as SQL."""
+
+    table: CatalogTable
+    aggregate: str | None = None
+    measure: tuple[str, str] | None = None  # (table, column)
+    group: str | None = None  # a column or a date_trunc over one
+    filters: list[str] = field(default_factory=list)
+    joins: dict[str, str] = field(default_factory=dict)  # joined table -> ON condition
+    order_desc: bool = True
+    top: int | None = None
+    entity: CatalogTable | None = None
+
+
+def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> str:
+    """SQL for the question over the catalog, or SqlDeclined saying what was missing."""
+    if not catalog.tables:
+        raise SqlDeclined(f"domain {catalog.domain!r} has no tables")
+    text = _normalize(question)
+    unsupported = next((phrase.strip() for phrase in _UNSUPPORTED if phrase in text), None)
+    if unsupported:
+        raise SqlDeclined(
+            f"the question asks for something the offline generator cannot express ({unsupported!r})"
+        )
+    aggregate = _aggregate(text)
+    top = _top_n(text)
+    which = _WHICH_MOST.search(text)
+    listing = _is_listing(text)
+    if aggregate is None and top is None and not listing:
+        raise SqlDeclined("no count, sum, average, minimum, maximum, top-N or list request found")
+    table = _main_table(text, catalog)
+    plan = _Plan(table, aggregate=aggregate, top=top)
+    if which is not None and top is None:
+        # "which street has the most restaurants": the group with the largest measure.
+        _group_by_phrase(which.group(1), catalog, plan)
+        if plan.group is None:
+            raise SqlDeclined(f"{which.group(1)!r} is not a column the question's tables can group by")
+        plan.top, plan.order_desc = 1, which.group(2) not in _ASCENDING
+        plan.aggregate = _aggregate(text.replace(which.group(0), " ")) or (
+            "max" if "-rated" in text else "count"
+        )
+        top = None
+    if top is not None:
+        # "top 5 customers by revenue": rank the named entity by a measure of the table that holds it.
+        plan.entity = table
+        plan.table = _fact_table(text, catalog, table)
+        _join(catalog, plan, table)
+    _resolve_filters(text, catalog, plan)
+    _resolve_dates(text, catalog, plan, today or dt.date.today())
+    _resolve_comparisons(text, catalog, plan)
+    _check_all_tables_used(text, catalog, plan)
+    if plan.group is not None:
+        _resolve_measure(text, catalog, plan)
+    elif top is not None:
+        _resolve_top(text, catalog, plan)
+    elif aggregate is not None:
+        _resolve_measure(text, catalog, plan)
+        _resolve_group(text, catalog, plan)
+    elif not plan.filters:
+        raise SqlDeclined("a list needs at least one filter the catalog's values or dates can express")
+    return _write(plan)
+
+
+def _normalize(question: str) -> str:
+    text = re.sub(r"['’]s\b", "", question.lower())
+    return " " + re.sub(r"\s+", " ", re.sub(r"[?,;!]", " ", text)).strip() + " "
+
+
+def _aggregate(text: str) -> str | None:
+    found = [(text.find(word), name) for name, words in _AGGREGATES for word in words if word in text]
+    if re.search(r"\b(total|overall) (count|number)\b", text) or (
+        "per " in text and any(word in text for word in ("how many", "number of"))
+    ):
+        return "count"
+    return min(found)[1] if found else None
+
+
+def _top_n(text: str) -> int | None:
+    match = re.search(
+        r"\b(?:top|best|first|biggest|largest|highest)\s+(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", text
+    )
+    match = match or re.search(
+        r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(?:most|highest|largest|biggest|top)\b", text
+    )
+    if not match:
+        return None
+    value = match.group(1)
+    return int(value) if value.isdigit() else _NUMBER_WORDS[value]
+
+
+def _is_listing(text: str) -> bool:
+    return bool(re.match(r"\s*(list|show|which|what are the|give me|find|display)\b", text))
+
+
+def _words(name: str) -> list[str]:
+    return [word for word in name.lower().split("_") if word and word != "id"]
+
+
+def _position(text: str, name: str) -> int | None:
+    """Where the text first names this table or column (plural, singular, spaces for underscores), if it does."""
+    phrase = " ".join(_words(name)) or name.lower()
+    variants = {phrase, phrase.rstrip("s"), phrase + "s", phrase + "es", re.sub(r"ies$", "y", phrase)}
+    found = [
+        match.start()
+        for variant in variants
+        if len(variant) > 1
+        for match in [re.search(rf"\b{re.escape(variant)}\b", text)]
+        if match
+    ]
+    return min(found) if found else None
+
+
+def _mentions(text: str, name: str) -> bool:
+    return _position(text, name) is not None
+
+
+def _main_table(text: str, catalog: Catalog) -> CatalogTable:
+    """The table the question counts or measures: the first one it names, else the one whose columns it names."""
+    named = [(_position(text, table.name), table.name) for table in catalog.tables.values()]
+    named = [(position, name) for position, name in named if position is not None]
+    if named:
+        return catalog.tables[min(named)[1]]
+    by_column = [
+        table
+        for table in catalog.tables.values()
+        if any(_mentions(text, column.name) for column in table.columns)
+    ]
+    measured = [
+        table
+        for table in by_column
+        if any(
+            _is_numeric(column) and _words(column.name) and _mentions(text, column.name)
+            for column in table.columns
+        )
+    ]
+    if len(by_column) == 1 or len(measured) == 1:
+        return (measured or by_column)[0]
+    if len(catalog.tables) == 1:
+        return next(iter(catalog.tables.values()))
+    raise SqlDeclined("the question names none of the tables " + ", ".join(sorted(catalog.tables)))
+
+
+def _join(catalog: Catalog, plan: _Plan, other: CatalogTable) -> bool:
+    """Join `other` to the main table through a declared join; False when there is none."""
+    if other.name == plan.table.name or other.name in plan.joins:
+        return True
+    joins = catalog.joins_between(plan.table.name, other.name)
+    if not joins:
+        return False
+    join = joins[0]
+    plan.joins[other.name] = f"{join.left_table}.{join.left_column} = {join.right_table}.{join.right_column}"
+    return True
+
+
+def _joinable(catalog: Catalog, plan: _Plan) -> list[CatalogTable]:
+    return [plan.table] + [
+        t
+        for t in catalog.tables.values()
+        if t.name != plan.table.name and catalog.joins_between(plan.table.name, t.name)
+    ]
+
+
+def _value_forms(value: str) -> set[str]:
+    lowered = value.lower()
+    return {lowered, lowered.replace("_", " "), lowered.replace("-", " ")}
+
+
+def _resolve_filters(text: str, catalog: Catalog, plan: _Plan) -> None:
+    """Equality filters on categorical values the question mentions, preferring the main table's columns."""
+    taken: set[str] = set()
+    for table in _joinable(catalog, plan):
+        for column in table.columns:
+            if not column.categorical or _is_numeric(column) or _is_date(column):
+                continue
+            for value in sorted(column.sample_values, key=lambda v: -len(str(v))):
+                forms = _value_forms(str(value))
+                if any(
+                    len(form) > 1 and re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", text)
+                    for form in forms
+                ):
+                    key = str(value).lower()
+                    if key in taken:
+                        continue
+                    taken.add(key)
+                    _join(catalog, plan, table)
+                    plan.filters.append(f"{table.name}.{column.name} = {_literal(value)}")
+                    break
+
+
+def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
+    """`amount over 500`, `rating higher than 4`: a numeric column named just before a comparator and a number."""
+    pattern = r"\b(" + "|".join(_COMPARATORS) + r")\s+\$?(\d+(?:\.\d+)?)"
+    for match in re.finditer(pattern, text):
+        before = text[max(0, match.start() - 40) : match.start()]
+        found = [
+            (position, table, column)
+            for table in _joinable(catalog, plan)
+            for column in table.columns
+            if _is_numeric(column) and _words(column.name) and not _is_key(column)
+            for position in [_position(before, column.name)]
+            if position is not None
+        ]
+        if not found:
+            raise SqlDeclined(f"cannot tell which column {match.group(0)!r} compares")
+        _, table, column = max(found, key=lambda item: item[0])
+        _join(catalog, plan, table)
+        plan.filters.append(f"{table.name}.{column.name} {_COMPARATORS[match.group(1)]} {match.group(2)}")
+    if re.search(r"\b(" + "|".join(_COMPARATORS) + r")\b", re.sub(pattern, " ", text)):
+        raise SqlDeclined("the question compares with something other than a number")
+
+
+def _check_all_tables_used(text: str, catalog: Catalog, plan: _Plan) -> None:
+    """A table the question names but the plan cannot join would be silently ignored: decline instead."""
+    used = {plan.table.name, *plan.joins}
+    for table in catalog.tables.values():
+        if table.name not in used and _mentions(text, table.name) and not _join(catalog, plan, table):
+            raise SqlDeclined(f"the question involves {table.name!r}, which no declared join connects")
+        if table.name in plan.joins and table.name not in used:
+            # Joined only to check it can be: a table merely named needs no join in the query.
+            del plan.joins[table.name]
+
+
+def _is_key(column: CatalogColumn) -> bool:
+    return (
+        column.name == "id"
+        or column.name.endswith("_id")
+        or (column.name.endswith("id") and len(column.name) <= 4)
+    )
+
+
+def _literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _is_numeric(column: CatalogColumn) -> bool:
+    return column.data_type.startswith(_NUMERIC) and not column.data_type.startswith("interval")
+
+
+def _is_date(column: CatalogColumn) -> bool:
+    return column.data_type.startswith(_DATES)
+
+
+def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
+    if plan.aggregate == "count":
+        return
+    numeric = [
+        (t, c)
+        for t in _joinable(catalog, plan)
+        for c in t.columns
+        if _is_numeric(c) and _words(c.name) and not _is_key(c)
+    ]
+    named = [(t, c) for t, c in numeric if _mentions(text, c.name)]
+    dated = [
+        (t, c) for t in _joinable(catalog, plan) for c in t.columns if _is_date(c) and _mentions(text, c.name)
+    ]
+    if not named and plan.aggregate in {"min", "max"} and dated:
+        named = dated[:1]
+    if not named and any(word in text for word in _MONEY_WORDS):
+        named = [(t, c) for t, c in numeric if any(part in c.name for part in _MONEY_COLUMNS)]
+    main = [(t, c) for t, c in (named or numeric) if t.name == plan.table.name]
+    candidates = main or named
+    if not candidates:
+        raise SqlDeclined(f"no numeric column of {plan.table.name!r} matches what the question measures")
+    if len(candidates) > 1 and not named:
+        candidates = [(t, c) for t, c in candidates if not c.name.endswith(("_id", "id"))] or candidates
+        if len(candidates) > 1:
+            raise SqlDeclined(
+                "the question does not say which column to "
+                f"{plan.aggregate}: {', '.join(c.name for _, c in candidates)}"
+            )
+    table, column = candidates[0]
+    _join(catalog, plan, table)
+    plan.measure = (table.name, column.name)
+
+
+_WHICH_MOST = re.compile(
+    r"\bwhich (\w+) (?:has|had|have|gets|got|sees|saw|does|did) the "
+    r"(most|highest|largest|biggest|fewest|lowest|least|smallest)\b"
+)
+_ASCENDING = {"fewest", "lowest", "least", "smallest"}
+_GROUPING = re.compile(
+    r"\b(?:per|by|for each|for every|each|broken down by|split by|grouped by)\s+([a-z_ ]+)"
+)
+_PERIOD = re.compile(r"^(month|year|quarter|week|day)s?\b")
+
+
+def _resolve_group(text: str, catalog: Catalog, plan: _Plan) -> None:
+    """`per plan`, `by region`, `for each category`, `by month`: the column (or period) to group by."""
+    match = _GROUPING.search(text)
+    if not match:
+        return
+    _group_by_phrase(match.group(1), catalog, plan)
+    if plan.group is None:
+        raise SqlDeclined(f"cannot tell which column {match.group(0).strip()!r} groups by")
+
+
+def _group_by_phrase(phrase: str, catalog: Catalog, plan: _Plan) -> None:
+    phrase = phrase.strip()
+    words = phrase.split()
+    for table in _joinable(catalog, plan):
+        if len(words) > 1 and _position(words[0], table.name) == 0:
+            column = next((c for c in table.columns if _position(" ".join(words[1:]), c.name) == 0), None)
+            if column is not None and _join(catalog, plan, table):
+                plan.group = f"{table.name}.{column.name}"
+                return
+    for table in _joinable(catalog, plan):
+        for column in table.columns:
+            if _starts_with_column(words, column) and _join(catalog, plan, table):
+                plan.group = f"{table.name}.{column.name}"
+                return
+    period = _PERIOD.match(phrase)
+    date_column = _date_column(phrase, plan.table)
+    if period and date_column is not None:
+        plan.group = f"date_trunc('{period.group(1)}', {plan.table.name}.{date_column.name})"
+
+
+def _starts_with_column(words: list[str], column: CatalogColumn) -> bool:
+    """`plan`, `plans`, `city` (for city_name), `billing cycle`: the phrase begins by naming the column."""
+    names = _words(column.name)
+    if not names or not words:
+        return False
+    if _position(" ".join(words), column.name) == 0:
+        return True
+    return words[0] in {names[0], names[0] + "s", names[0] + "es"} or words[0].rstrip("s") == names[0]
+
+
+def _date_column(text: str, table: CatalogTable) -> CatalogColumn | None:
+    dates = [column for column in table.columns if _is_date(column)]
+    if not dates:
+        return None
+    named = [
+        column
+        for column in dates
+        if any(
+            re.search(rf"\b{re.escape(w[:5])}", text)
+            for w in _words(column.name)
+            if w not in {"date", "at", "ts", "time"}
+        )
+    ]
+    return (named or dates)[0]
+
+
+def _resolve_dates(text: str, catalog: Catalog, plan: _Plan, today: dt.date) -> None:
+    span = _date_span(text, today)
+    if span is None:
+        return
+    column = _date_column(text, plan.table)
+    if column is None:
+        for table in _joinable(catalog, plan):
+            column = _date_column(text, table)
+            if column is not None:
+                _join(catalog, plan, table)
+                break
+    if column is None:
+        raise SqlDeclined("the question has a date range but the tables have no date column")
+    owner = next(t for t in _joinable(catalog, plan) if column in t.columns)
+    start, end = span
+    name = f"{owner.name}.{column.name}"
+    if start is not None:
+        plan.filters.append(f"{name} >= '{start.isoformat()}'")
+    if end is not None:
+        plan.filters.append(f"{name} < '{end.isoformat()}'")
+
+
+def _date_span(text: str, today: dt.date) -> tuple[dt.date | None, dt.date | None] | None:
+    """[start, end) of the date range the text names, or None."""
+    iso = re.findall(r"\b(\d{4}-\d{2}-\d{2})\b", text)
+    if len(iso) >= 2 and "between" in text:
+        return dt.date.fromisoformat(iso[0]), dt.date.fromisoformat(iso[1]) + dt.timedelta(days=1)
+    if iso:
+        day = dt.date.fromisoformat(iso[0])
+        if re.search(rf"\b(after|since|from)\s+{iso[0]}", text):
+            return day, None
+        if re.search(rf"\bbefore\s+{iso[0]}", text):
+            return None, day
+        return day, day + dt.timedelta(days=1)
+    quarter = re.search(r"\bq([1-4])\s*(?:of\s+)?(\d{4})\b", text) or re.search(
+        r"\b(first|second|third|fourth|1st|2nd|3rd|4th) quarter (?:of )?(\d{4})\b", text
+    )
+    if quarter:
+        number = int(quarter.group(1)) if quarter.group(1).isdigit() else _QUARTER_WORDS[quarter.group(1)]
+        year = int(quarter.group(2))
+        return dt.date(year, 3 * number - 2, 1), _add_months(dt.date(year, 3 * number - 2, 1), 3)
+    month = re.search(r"\b(" + "|".join(_MONTHS) + r")\.?\s+(?:of\s+)?(\d{4})\b", text)
+    if month:
+        start = dt.date(int(month.group(2)), _MONTHS[month.group(1)], 1)
+        return start, _add_months(start, 1)
+    year = re.search(r"\b(?:in|during|for|of|year)\s+((?:19|20)\d{2})\b", text)
+    if year:
+        start = dt.date(int(year.group(1)), 1, 1)
+        if re.search(rf"\b(after|since)\s+{year.group(1)}", text):
+            return dt.date(start.year + 1, 1, 1), None
+        return start, dt.date(start.year + 1, 1, 1)
+    relative = re.search(r"\b(?:last|past|previous)\s+(\d+)\s+(day|week|month|year)s?\b", text)
+    if relative:
+        count, unit = int(relative.group(1)), relative.group(2)
+        if unit == "month":
+            return _add_months(today, -count), None
+        days = {"day": 1, "week": 7, "year": 365}[unit] * count
+        return today - dt.timedelta(days=days), None
+    if re.search(r"\bthis year\b", text):
+        return dt.date(today.year, 1, 1), None
+    if re.search(r"\blast year\b", text):
+        return dt.date(today.year - 1, 1, 1), dt.date(today.year, 1, 1)
+    if re.search(r"\blast month\b", text):
+        first = today.replace(day=1)
+        return _add_months(first, -1), first
+    if re.search(r"\blast quarter\b", text):
+        first = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
+        return _add_months(first, -3), first
+    return None
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _fact_table(text: str, catalog: Catalog, entity: CatalogTable) -> CatalogTable:
+    """The table whose rows measure the entity: one that names a measured column, holds money, or is named."""
+    related = [entity] + [
+        table
+        for table in catalog.tables.values()
+        if table.name != entity.name and catalog.joins_between(entity.name, table.name)
+    ]
+    for table in related:
+        if any(
+            _is_numeric(column) and _words(column.name) and _mentions(text, column.name)
+            for column in table.columns
+        ):
+            return table
+    if any(word in text for word in _MONEY_WORDS):
+        for table in related:
+            if any(
+                _is_numeric(column) and any(part in column.name for part in _MONEY_COLUMNS)
+                for column in table.columns
+            ):
+                return table
+    named = [table for table in related[1:] if _mentions(text, table.name)]
+    return named[0] if named else entity
+
+
+def _resolve_top(text: str, catalog: Catalog, plan: _Plan) -> None:
+    """Order the entity by a sum of the measure (money, a named column) or by a count of the fact rows."""
+    if plan.aggregate is None:
+        counting = re.search(r"\b(most|fewest|number of|how many)\b", text) and not any(
+            w in text for w in _MONEY_WORDS
+        )
+        plan.aggregate = "count" if counting else "sum"
+    if plan.aggregate != "count":
+        try:
+            _resolve_measure(text, catalog, plan)
+        except SqlDeclined:
+            plan.aggregate = "count"
+    if plan.aggregate == "count" and plan.table is plan.entity:
+        raise SqlDeclined(f"cannot tell what to count per {plan.entity.name!r}")
+    plan.order_desc = not re.search(r"\b(lowest|least|fewest|bottom|smallest|cheapest)\b", text)
+
+
+def _display_columns(table: CatalogTable) -> list[str]:
+    key = next(
+        (c.name for c in table.columns if c.name in {f"{table.name.rstrip('s')}_id", "id"}),
+        table.columns[0].name,
+    )
+    name = next(
+        (c.name for c in table.columns if c.name in {"name", "title", f"{table.name.rstrip('s')}_name"}), None
+    )
+    return [f"{table.name}.{key}"] + ([f"{table.name}.{name}"] if name else [])
+
+
+def _write(plan: _Plan) -> str:
+    from_clause = plan.table.name + "".join(
+        f" JOIN {name} ON {condition}" for name, condition in plan.joins.items()
+    )
+    where = f" WHERE {' AND '.join(plan.filters)}" if plan.filters else ""
+    if plan.aggregate is None:
+        return f"SELECT {plan.table.name}.* FROM {from_clause}{where}"
+    measure = (
+        "count(*)"
+        if plan.aggregate == "count" or plan.measure is None
+        else f"{plan.aggregate}({plan.measure[0]}.{plan.measure[1]})"
+    )
+    if plan.entity is not None and plan.top is not None:
+        keys = ", ".join(_display_columns(plan.entity))
+        direction = "DESC" if plan.order_desc else "ASC"
+        if plan.entity is plan.table and plan.measure is not None:
+            # "top 3 restaurants by rating": rank the rows themselves, nothing to aggregate.
+            column = f"{plan.measure[0]}.{plan.measure[1]}"
+            return (
+                f"SELECT {keys}, {column} AS value FROM {from_clause}{where} "
+                f"ORDER BY {column} {direction} NULLS LAST LIMIT {plan.top}"
+            )
+        return (
+            f"SELECT {keys}, {measure} AS value FROM {from_clause}{where} GROUP BY {keys} "
+            f"ORDER BY value {direction} NULLS LAST LIMIT {plan.top}"
+        )
+    if plan.group is not None:
+        order = f"value {'DESC' if plan.order_desc else 'ASC'} LIMIT {plan.top}" if plan.top else "1"
+        return (
+            f"SELECT {plan.group} AS group_value, {measure} AS value FROM {from_clause}{where} "
+            f"GROUP BY 1 ORDER BY {order}"
+        )
+    return f"SELECT {measure} AS value FROM {from_clause}{where}"
