@@ -14,12 +14,13 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from evals.sql_data import SqlQuestion, database_names, load_database, load_questions
+from evals.sql_data import SqlQuestion, is_dump_layout, load_database, load_questions
+from ingest.tables import find_table_files, import_table_files
 from rag_server.config import Settings
 from rag_server.domains import Domain, HnswOptions, ensure_domain
 from rag_server.embedding import Embedder
-from rag_server.errors import RagError, SqlDeclined
-from rag_server.sql.catalog import Catalog, load_catalog
+from rag_server.errors import NotFound, RagError, SqlDeclined
+from rag_server.sql.catalog import Catalog, load_catalog, schema_for
 from rag_server.sql.sandbox import SandboxLimits, execute, json_value
 from rag_server.sql.validator import validate
 
@@ -38,11 +39,13 @@ def load_databases(
     settings: Settings,
     embedder: Embedder,
     dataset: Path,
-    names: Sequence[str] | None = None,
+    names: Sequence[str],
+    tables: Path | None = None,
 ) -> dict[str, LoadedDatabase]:
-    """Each database of the data set in its own scratch domain `sqleval-NAME`."""
+    """Each database of the data set in its own scratch domain `sqleval-NAME`: a dump under databases/, or (the
+    project's layout) the table files under `tables` (default DATASET/tables)."""
     loaded: dict[str, LoadedDatabase] = {}
-    for name in names or database_names(dataset):
+    for name in names:
         with pool.connection() as conn:
             domain = ensure_domain(
                 conn,
@@ -51,18 +54,38 @@ def load_databases(
                 embedder.dimension,
                 HnswOptions.from_settings(settings),
             )
-        schema = load_database(pool, domain, dataset, name)
+        if is_dump_layout(dataset):
+            schema = load_database(pool, domain, dataset, name)
+        else:
+            schema = _import_tables(pool, domain, tables or dataset / "tables")
         with pool.connection() as conn:
             loaded[name] = LoadedDatabase(domain, schema, load_catalog(conn, domain))
     return loaded
 
 
+def _import_tables(pool: ConnectionPool, domain: Domain, folder: Path) -> str:
+    files = find_table_files([folder], include_jsonl=True) if folder.is_dir() else []
+    if not files:
+        raise NotFound(f"no table files (CSV, JSON-lines, Parquet) in {folder}; pass --tables DIR")
+    report = import_table_files(pool, domain, files, {})
+    if report["failed"]:
+        raise RagError(f"cannot import the eval tables: {report['failed']}")
+    return schema_for(domain)
+
+
 def run_gold_check(
-    pool: ConnectionPool, settings: Settings, embedder: Embedder, dataset: Path, file_name: str | None = None
+    pool: ConnectionPool,
+    settings: Settings,
+    embedder: Embedder,
+    dataset: Path,
+    file_name: str | None = None,
+    tables: Path | None = None,
 ) -> dict[str, Any]:
     """Every gold alternative through the validator and the sandbox, compared with running it directly."""
-    questions = load_questions(dataset, *([file_name] if file_name else []))
-    databases = load_databases(pool, settings, embedder, dataset, sorted({q.database for q in questions}))
+    questions = load_questions(dataset, file_name)
+    databases = load_databases(
+        pool, settings, embedder, dataset, sorted({q.database for q in questions}), tables
+    )
     limits = _limits(settings)
     failures: list[dict[str, Any]] = []
     total = 0
@@ -178,10 +201,13 @@ def run_accuracy(
     generate: Generate,
     generator_name: str,
     file_name: str | None = None,
+    tables: Path | None = None,
 ) -> dict[str, Any]:
     """Execution accuracy of `generate` per category: accepted questions, matches among them and overall."""
-    questions = load_questions(dataset, *([file_name] if file_name else []))
-    databases = load_databases(pool, settings, embedder, dataset, sorted({q.database for q in questions}))
+    questions = load_questions(dataset, file_name)
+    databases = load_databases(
+        pool, settings, embedder, dataset, sorted({q.database for q in questions}), tables
+    )
     limits = _limits(settings)
     per_question = [_score(pool, databases[q.database], q, generate, limits) for q in questions]
     by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -20,6 +20,9 @@ from rag_server.errors import NotFound
 from rag_server.sql.catalog import describe, ensure_reader_role, record_table
 
 QUESTION_FILE = "questions_gen_postgres.csv"
+# The project's own layout: one JSON object per question ({"_id", "text", "sql", "category", "ordered"}), over
+# tables imported from CSV/Parquet files (with a catalog.json) rather than SQL dumps.
+JSONL_QUESTION_FILE = "sql_questions.jsonl"
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _QUALIFIED_DDL = re.compile(r"\b(CREATE TABLE|INSERT INTO)\s+(\w+)\.(\w+)", re.IGNORECASE)
 _CREATE_SCHEMA = re.compile(r"CREATE SCHEMA[^;]*;", re.IGNORECASE)
@@ -34,17 +37,29 @@ class SqlQuestion:
     category: str
     gold: tuple[str, ...]
     instructions: str = ""
+    asks_order: bool | None = None
 
     @property
     def ordered(self) -> bool:
-        """The question asks for an order when every gold alternative ends with an ORDER BY."""
+        """Whether row order counts: as labeled, else when every gold alternative ends with an ORDER BY."""
+        if self.asks_order is not None:
+            return self.asks_order
         return all(_top_level_order_by(query) for query in self.gold)
 
 
-def load_questions(dataset: Path, file_name: str = QUESTION_FILE) -> list[SqlQuestion]:
+def is_dump_layout(dataset: Path) -> bool:
+    """defog's layout (SQL dumps under databases/) rather than the project's (tables from files)."""
+    return (dataset / "databases").is_dir()
+
+
+def load_questions(dataset: Path, file_name: str | None = None) -> list[SqlQuestion]:
+    """The questions of a data set in either layout."""
+    if file_name is None and (dataset / JSONL_QUESTION_FILE).is_file():
+        return _jsonl_questions(dataset / JSONL_QUESTION_FILE, dataset.name)
+    file_name = file_name or QUESTION_FILE
     path = dataset / file_name
     if not path.is_file():
-        raise NotFound(f"no {file_name} in {dataset}")
+        raise NotFound(f"no {file_name} or {JSONL_QUESTION_FILE} in {dataset}")
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return [
@@ -58,6 +73,25 @@ def load_questions(dataset: Path, file_name: str = QUESTION_FILE) -> list[SqlQue
         )
         for number, row in enumerate(rows, start=1)
     ]
+
+
+def _jsonl_questions(path: Path, database: str) -> list[SqlQuestion]:
+    questions = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            questions.append(
+                SqlQuestion(
+                    row["_id"],
+                    row["text"],
+                    database,
+                    row.get("category", ""),
+                    (row["sql"],),
+                    "",
+                    row.get("ordered"),
+                )
+            )
+    return questions
 
 
 def expand_gold(query: str) -> list[str]:

@@ -193,6 +193,11 @@ class Ingestion:
             HnswOptions.from_settings(settings),
         )
 
+    def domain(self, name: str) -> Domain:
+        """The domain, created bound to this ingestion's embedding model if new."""
+        with self.pool.connection() as conn:
+            return ensure_domain(conn, name, self.embedder.name, self.embedder.dimension, self.hnsw)
+
     def run(self, paths: Sequence[Path], domain_name: str, progress: Progress | None = None) -> IngestSummary:
         """Ingest every document under `paths` into the domain; failures are reported, not raised."""
         started = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ import pyarrow.json
 import pyarrow.parquet
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from tqdm import tqdm
 
 from rag_server.domains import Domain
-from rag_server.errors import IngestError
+from rag_server.errors import IngestError, RagError
 from rag_server.sql.catalog import check_table_name, ensure_reader_role, ensure_schema, record_table
 
 TABLE_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
@@ -188,3 +190,88 @@ def _rows(batch: pa.RecordBatch) -> Iterator[tuple[Any, ...]]:
             json.dumps(value) if is_nested and value is not None else value
             for value, is_nested in zip(row, nested, strict=True)
         )
+
+
+CATALOG_FILE = "catalog.json"
+
+
+def find_table_files(paths: list[Path], include_jsonl: bool) -> list[Path]:
+    """Table files under the paths, in name order: CSV and Parquet always, JSON-lines when asked (`--tables`),
+    since a JSON-lines file is otherwise a batch of documents."""
+    suffixes = {suffix for suffix, kind in TABLE_SUFFIXES.items() if include_jsonl or kind != "jsonl"}
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in suffixes
+                    and not any(part.startswith(".") for part in p.parts)
+                )
+            )
+        elif path.is_file() and path.suffix.lower() in suffixes:
+            found.append(path)
+    return found
+
+
+def import_table_files(
+    pool: ConnectionPool,
+    domain: Domain,
+    files: list[Path],
+    overrides: dict[str, str] | dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    """Import each table file, then the `catalog.json` files beside them; a file that fails is reported and the
+    others still land. `overrides` is COLUMN -> TYPE for every table, or TABLE -> {COLUMN: TYPE}."""
+    imported, failed = [], []
+    for path in tqdm(files, desc="tables", unit=" file", disable=not sys.stderr.isatty()):
+        name = table_name_for(path)
+        per_table = overrides.get(name) if isinstance(overrides.get(name), dict) else None
+        types = (
+            per_table if per_table is not None else {k: v for k, v in overrides.items() if isinstance(v, str)}
+        )
+        try:
+            imported.append(import_table(pool, domain, path, type_overrides=types).as_dict())  # type: ignore[arg-type]
+        except RagError as error:
+            failed.append({"path": str(path), "reason": str(error)})
+    applied = 0
+    for catalog_file in sorted({path.parent / CATALOG_FILE for path in files}):
+        if catalog_file.is_file():
+            try:
+                applied += apply_catalog_file(pool, domain, catalog_file)
+            except RagError as error:
+                failed.append({"path": str(catalog_file), "reason": str(error)})
+    return {"imported": imported, "failed": failed, "catalog_entries": applied}
+
+
+def apply_catalog_file(pool: ConnectionPool, domain: Domain, path: Path) -> int:
+    """Descriptions and joins from a `catalog.json` beside the table files; returns how many it applied.
+
+    Format: {"tables": {"orders": {"description": "...", "columns": {"amount": "..."}}},
+             "joins": [{"left": "orders.customer_id", "right": "customers.customer_id"}]}
+    """
+    from rag_server.sql.catalog import add_join, describe, load_catalog
+
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise IngestError(f"cannot read {path}: {error}") from None
+    applied = 0
+    with pool.connection() as conn, conn.transaction():
+        known = load_catalog(conn, domain).tables
+        for table, entry in (spec.get("tables") or {}).items():
+            if table not in known:
+                continue
+            if entry.get("description"):
+                describe(conn, domain, table, entry["description"])
+                applied += 1
+            for column, text in (entry.get("columns") or {}).items():
+                if known[table].column(column) is not None:
+                    describe(conn, domain, f"{table}.{column}", text)
+                    applied += 1
+        for join in spec.get("joins") or []:
+            if {join["left"].partition(".")[0], join["right"].partition(".")[0]} <= set(known):
+                add_join(conn, domain, join["left"], join["right"])
+                applied += 1
+    return applied

@@ -18,12 +18,26 @@ from rag_server.db import open_pool
 from rag_server.documents import list_documents
 from rag_server.domains import list_domains
 from rag_server.embedding import get_embedder
-from rag_server.errors import ConfigError, DatabaseError, EmbeddingModelMismatch, NotFound, RagError
+from rag_server.errors import (
+    ConfigError,
+    DatabaseError,
+    EmbeddingModelMismatch,
+    ModelError,
+    NotFound,
+    RagError,
+    SqlDeclined,
+    SqlExecutionError,
+    SqlRejected,
+)
 from rag_server.retrieval.search import MAX_K, Searcher
 from rag_server.retrieval.types import Route, SearchRequest
 
 _STATUS: list[tuple[type[RagError], int]] = [
     (NotFound, 404),
+    (SqlRejected, 422),
+    (SqlDeclined, 422),
+    (SqlExecutionError, 422),
+    (ModelError, 502),
     (EmbeddingModelMismatch, 409),
     (DatabaseError, 503),
     (ConfigError, 500),
@@ -82,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "route": result.route,
             "timings_ms": result.timings_ms,
             "results": [asdict(chunk) for chunk in result.chunks],
+            "citations": [chunk.citation() for chunk in result.chunks]
+            + ([result.sql.citation()] if result.sql else []),
+            "sql": result.sql.as_dict() if result.sql else None,
         }
 
     @app.get("/v1/domains")

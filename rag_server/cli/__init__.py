@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from rag_server.cli import bench, config, documents, evaluate, ingest, search, serve
+from rag_server.cli import bench, config, documents, evaluate, ingest, search, serve, sql, tables
 
 app = typer.Typer(
     name="rag-server",
-    help="Hybrid-retrieval RAG server: ingest documents, search them, evaluate and benchmark.",
+    help="Hybrid-retrieval RAG server: ingest documents and tables, search them, evaluate and benchmark.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -18,6 +18,8 @@ app.command("ingest")(ingest.ingest)
 app.command("search")(search.search)
 app.command("config")(config.show_config)
 app.add_typer(documents.app, name="documents")
+app.add_typer(tables.app, name="tables")
+app.add_typer(sql.app, name="sql")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
-from rag_server.retrieval.types import ROUTES
+from rag_server.retrieval.types import CHUNK_ROUTES
 
 app = typer.Typer(help="Evals: retrieval accuracy and latency per route.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def eval_retrieval(
     domain: str = typer.Option(
         None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."
     ),
-    route: str = typer.Option("all", "--route", "-r", help=f"One of {', '.join(ROUTES)}, or all."),
+    route: str = typer.Option("all", "--route", "-r", help=f"One of {', '.join(CHUNK_ROUTES)}, or all."),
     corpus: Path = typer.Option(
         None, exists=True, help="The documents (default: the data set's corpus.jsonl)."
     ),
@@ -48,9 +48,9 @@ def eval_retrieval(
     from ingest.pipeline import Ingestion
     from rag_server.retrieval.search import Searcher
 
-    routes = list(ROUTES) if route == "all" else [route]
-    if any(name not in ROUTES for name in routes):
-        raise RagError(f"unknown route {route!r}; use one of {', '.join(ROUTES)} or all")
+    routes = list(CHUNK_ROUTES) if route == "all" else [route]
+    if any(name not in CHUNK_ROUTES for name in routes):
+        raise RagError(f"unknown route {route!r}; use one of {', '.join(CHUNK_ROUTES)} or all")
     corpus = corpus or dataset
     if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
         raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")

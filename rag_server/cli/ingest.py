@@ -6,12 +6,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from tqdm import tqdm
 
 from ingest.chunkers import CHUNKER_NAMES
 from ingest.pipeline import Ingestion, IngestSummary, Progress
+from ingest.tables import find_table_files, import_table_files, parse_type_overrides
 from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_errors, settings
 
 log = logging.getLogger("rag_server.ingest")
@@ -30,24 +32,59 @@ def ingest(
     chunk_size: int = typer.Option(None, min=16, help="Chunk size in embedding-model tokens."),
     chunk_overlap: int = typer.Option(None, min=0, help="Overlap between chunks in tokens."),
     prune: bool = typer.Option(False, "--prune", help="Delete the domain's documents not found under PATHS."),
+    tables_only: bool = typer.Option(
+        False,
+        "--tables",
+        help="PATHS are tables only: import JSON-lines files as tables too, ingest no documents.",
+    ),
+    types: list[str] = typer.Option(
+        [],
+        "--type",
+        help="Column type for imported tables, COLUMN=TYPE (repeatable), e.g. amount=numeric(12,2).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
-    """Load, chunk, embed and store documents; unchanged ones are skipped, changed ones replaced."""
+    """Load, chunk, embed and store documents; import CSV/Parquet files (and JSON-lines with --tables) as tables.
+
+    Unchanged documents are skipped and changed ones replaced; a table is replaced whole on re-import. A
+    `catalog.json` beside table files adds descriptions and joins.
+    """
     current = settings()
     if chunker is not None and chunker != "auto" and chunker not in CHUNKER_NAMES:
         raise typer.BadParameter(f"unknown chunker {chunker!r}; use auto, {', '.join(CHUNKER_NAMES)}")
+    overrides = parse_type_overrides(types)
+    table_files = find_table_files(paths, include_jsonl=tables_only)
+    document_paths = [] if tables_only else [path for path in paths if path not in table_files]
+    summary: IngestSummary | None = None
     with database(current) as pool:
         ingestion = Ingestion.from_settings(
             pool, current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
         )
-        with _progress() as progress:
-            summary = ingestion.run(paths, domain, progress)
+        if document_paths:
+            with _progress() as progress:
+                summary = ingestion.run(document_paths, domain, progress)
+        tables = None
+        if table_files:
+            tables = import_table_files(pool, ingestion.domain(domain), table_files, overrides)
+    report = {**(summary.as_dict() if summary else {}), **({"tables": tables} if tables else {})}
     if as_json:
-        print_json(summary.as_dict())
+        print_json(report)
     else:
-        _print_summary(summary)
-    if summary.documents_failed:
+        if summary:
+            _print_summary(summary)
+        if tables:
+            _print_tables(tables)
+    if (summary and summary.documents_failed) or (tables and tables["failed"]):
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _print_tables(tables: dict[str, Any]) -> None:
+    for failure in tables["failed"]:
+        typer.echo(f"skipped {failure['path']}: {failure['reason']}", err=True)
+    for table in tables["imported"]:
+        typer.echo(
+            f"table {table['table']}: {table['rows']} rows, {len(table['columns'])} columns from {table['source']}"
+        )
 
 
 class _progress:

@@ -38,14 +38,26 @@ def search(
                 "route": result.route,
                 "timings_ms": result.timings_ms,
                 "chunks": [asdict(c) for c in result.chunks],
+                "sql": result.sql.as_dict() if result.sql else None,
             }
         )
         return
+    if result.sql is not None:
+        _print_rows(result.sql.sql, result.sql.columns, result.sql.rows, result.sql.truncated)
     for rank, chunk in enumerate(result.chunks, start=1):
         snippet = " ".join(chunk.text.split())[:160]
         typer.echo(f"{rank:>3}. {chunk.score:8.4f}  {chunk.external_id}#{chunk.ordinal}  {snippet}")
     stages = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items())
     typer.echo(f"{result.route}: {len(result.chunks)} results; {stages}", err=True)
+
+
+def _print_rows(sql: str, columns: list[str], rows: list[list[object]], truncated: bool) -> None:
+    typer.echo(sql, err=True)
+    typer.echo("\t".join(columns))
+    for row in rows:
+        typer.echo("\t".join("" if value is None else str(value) for value in row))
+    if truncated:
+        typer.echo(f"(first {len(rows)} rows: the row cap RAG_SQL_ROW_CAP cut the rest)", err=True)
 
 
 def _filters(raw: str | None) -> dict[str, object]:

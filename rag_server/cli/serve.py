@@ -30,14 +30,21 @@ def serve(
 def ingest_demo(current: Settings) -> None:
     """Ingest the demo corpus (incremental: instant when already there)."""
     from ingest.pipeline import Ingestion
-    from rag_server.demo import DEMO_DOMAIN, corpus_dir
+    from ingest.tables import import_table_files
+    from rag_server.demo import DEMO_DOMAIN, DEMO_TYPES, corpus_dir, table_files
 
     with database(current) as pool:
-        summary = Ingestion.from_settings(pool, current).run([corpus_dir()], DEMO_DOMAIN)
+        ingestion = Ingestion.from_settings(pool, current)
+        summary = ingestion.run([corpus_dir()], DEMO_DOMAIN)
+        tables = import_table_files(pool, ingestion.domain(DEMO_DOMAIN), table_files(), DEMO_TYPES)
+    for failure in tables["failed"]:
+        typer.echo(f"demo table {failure['path']} failed: {failure['reason']}", err=True)
+    curl = "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d"
     typer.echo(
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
-        f"{summary.documents_unchanged} unchanged. Try:\n"
-        f"  curl -s localhost:8000/v1/search -H 'content-type: application/json' "
-        f'-d \'{{"query": "what does ERR-4012 mean", "domain": "{DEMO_DOMAIN}"}}\'',
+        f"{summary.documents_unchanged} unchanged; {len(tables['imported'])} tables. Try:\n"
+        f'  {curl} \'{{"query": "what does ERR-4012 mean", "domain": "{DEMO_DOMAIN}"}}\'\n'
+        f'  {curl} \'{{"query": "how many refunds were approved per plan in 2025", "domain": "{DEMO_DOMAIN}", '
+        f'"route": "sql"}}\'',
         err=True,
     )

@@ -5,8 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_DOMAIN = "demo"
+# Money is exact in the demo tables (CSV inference would make it double precision).
+DEMO_TYPES = {
+    "orders": {"amount": "numeric(12,2)"},
+    "refunds": {"amount": "numeric(12,2)"},
+    "tickets": {"first_response_hours": "numeric(8,2)"},
+}
 
 
 def corpus_dir() -> Path:
     """The folder of the demo's Markdown documents."""
     return Path(__file__).resolve().parent / "corpus"
+
+
+def tables_dir() -> Path:
+    """The folder of the demo's tables (CSV) and their catalog.json."""
+    return Path(__file__).resolve().parent / "tables"
+
+
+def table_files() -> list[Path]:
+    return sorted(tables_dir().glob("*.csv"))

@@ -19,6 +19,7 @@ from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusi
 from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
+from rag_server.sql.route import SqlRoute
 
 T = TypeVar("T")
 
@@ -32,6 +33,7 @@ class Searcher:
         self.pool = pool
         self.embedder = embedder
         self.settings = settings
+        self.sql = SqlRoute(pool, embedder, settings)
         analyzer = configured_analyzer(settings)
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         self.keyword = KeywordIndexes(analyzer, parameters)
@@ -43,6 +45,9 @@ class Searcher:
         """
         _check(request)
         timings: dict[str, float] = {}
+        if request.route == "sql":
+            evidence = self.sql.answer(request.query, request.domain, timings)
+            return SearchResult("sql", [], timings, evidence)
         with self.pool.connection() as conn:
             domain = get_domain(conn, request.domain)
             if (

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-Route = Literal["semantic", "keyword", "hybrid"]
+if TYPE_CHECKING:
+    from rag_server.sql.route import SqlEvidence
+
+Route = Literal["semantic", "keyword", "hybrid", "sql"]
 ROUTES: tuple[str, ...] = get_args(Route)
+# The routes that rank chunks (and so are scored by retrieval evals); `sql` returns a query's rows instead.
+CHUNK_ROUTES: tuple[str, ...] = ("semantic", "keyword", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,24 @@ class ScoredChunk:
     score: float
     route: str
 
+    def citation(self) -> dict[str, Any]:
+        """How an answer cites this chunk; SQL evidence has the same keys."""
+        return {
+            "kind": "chunk",
+            "ref": f"{self.external_id}#{self.ordinal}",
+            "title": self.title,
+            "text": self.text,
+        }
+
 
 @dataclass(frozen=True)
 class SearchResult:
-    """A ranked list and how long each stage took, in milliseconds."""
+    """A ranked list (or, on the sql route, the query's result) and how long each stage took, in milliseconds."""
 
     route: str
     chunks: list[ScoredChunk]
     timings_ms: dict[str, float]
+    sql: SqlEvidence | None = None
 
     @property
     def total_ms(self) -> float:

@@ -110,6 +110,8 @@ _UNSUPPORTED = (
     "unique",
     "duplicate",
     "first time",
+    " than the ",
+    " than average",
     "return the",
     "order the",
     "sorted",
@@ -144,7 +146,7 @@ class _Plan:
     table: CatalogTable
     aggregate: str | None = None
     measure: tuple[str, str] | None = None  # (table, column)
-    group: str | None = None  # a column or a date_trunc over one
+    groups: list[str] = field(default_factory=list)  # columns, or a date_trunc over one
     filters: list[str] = field(default_factory=list)
     joins: dict[str, str] = field(default_factory=dict)  # joined table -> ON condition
     order_desc: bool = True
@@ -157,7 +159,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if not catalog.tables:
         raise SqlDeclined(f"domain {catalog.domain!r} has no tables")
     text = _normalize(question)
-    unsupported = next((phrase.strip() for phrase in _UNSUPPORTED if phrase in text), None)
+    # A known value ("duplicate_charge", "New York") is data, not an ask: look for unsupported asks without them.
+    unsupported = next(
+        (phrase.strip() for phrase in _UNSUPPORTED if phrase in _without_values(text, catalog)), None
+    )
     if unsupported:
         raise SqlDeclined(
             f"the question asks for something the offline generator cannot express ({unsupported!r})"
@@ -173,12 +178,17 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if which is not None and top is None:
         # "which street has the most restaurants": the group with the largest measure.
         _group_by_phrase(which.group(1), catalog, plan)
-        if plan.group is None:
+        if not plan.groups:
             raise SqlDeclined(f"{which.group(1)!r} is not a column the question's tables can group by")
         plan.top, plan.order_desc = 1, which.group(2) not in _ASCENDING
         plan.aggregate = _aggregate(text.replace(which.group(0), " ")) or (
             "max" if "-rated" in text else "count"
         )
+        top = None
+    if top is not None and _top_column(text, plan):
+        # "top 3 error codes by number of tickets": the largest groups of a column.
+        plan.order_desc = not re.search(r"\b(lowest|least|fewest|bottom|smallest|cheapest)\b", text)
+        plan.aggregate = aggregate or ("sum" if any(w in text for w in _MONEY_WORDS) else "count")
         top = None
     if top is not None:
         # "top 5 customers by revenue": rank the named entity by a measure of the table that holds it.
@@ -189,7 +199,7 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     _resolve_dates(text, catalog, plan, today or dt.date.today())
     _resolve_comparisons(text, catalog, plan)
     _check_all_tables_used(text, catalog, plan)
-    if plan.group is not None:
+    if plan.groups:
         _resolve_measure(text, catalog, plan)
     elif top is not None:
         _resolve_top(text, catalog, plan)
@@ -209,9 +219,16 @@ def _normalize(question: str) -> str:
 def _aggregate(text: str) -> str | None:
     found = [(text.find(word), name) for name, words in _AGGREGATES for word in words if word in text]
     if re.search(r"\b(total|overall) (count|number)\b", text) or (
-        "per " in text and any(word in text for word in ("how many", "number of"))
+        "per " in text and any(word in text for word in ("how many", "number of")) and "average" not in text
     ):
         return "count"
+    if re.match(r"\s*when (did|was|were)\b", text):
+        if re.search(r"\b(first|earliest|oldest)\b", text):
+            return "min"
+        if re.search(r"\b(last|latest|most recent|newest)\b", text):
+            return "max"
+    if not found and any(re.search(rf"\b{word}\b", text) for word in _MONEY_WORDS):
+        return "sum"
     return min(found)[1] if found else None
 
 
@@ -221,6 +238,12 @@ def _top_n(text: str) -> int | None:
     )
     match = match or re.search(
         r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(?:most|highest|largest|biggest|top)\b", text
+    )
+    match = match or re.search(
+        r"\bwhich (\d+|"
+        + "|".join(_NUMBER_WORDS)
+        + r") [a-z_ ]+? (?:the )?(?:most|highest|largest|biggest|best)\b",
+        text,
     )
     if not match:
         return None
@@ -250,6 +273,12 @@ def _position(text: str, name: str) -> int | None:
     return min(found) if found else None
 
 
+def _all_words_in(text: str, name: str) -> bool:
+    """`first response time in hours` names first_response_hours: every word of the name appears."""
+    words = _words(name)
+    return len(words) > 1 and all(re.search(rf"\b{re.escape(word.rstrip('s'))}s?\b", text) for word in words)
+
+
 def _mentions(text: str, name: str) -> bool:
     return _position(text, name) is not None
 
@@ -275,9 +304,37 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
     ]
     if len(by_column) == 1 or len(measured) == 1:
         return (measured or by_column)[0]
+    valued = [table for table in catalog.tables.values() if _has_mentioned_value(text, table)]
+    if any(re.search(rf"\b{word}\b", text) for word in _MONEY_WORDS):
+        money = [table for table in valued or catalog.tables.values() if _money_column(table) is not None]
+        if money:
+            return money[0]
+    if len(valued) == 1:
+        return valued[0]
     if len(catalog.tables) == 1:
         return next(iter(catalog.tables.values()))
     raise SqlDeclined("the question names none of the tables " + ", ".join(sorted(catalog.tables)))
+
+
+def _has_mentioned_value(text: str, table: CatalogTable) -> bool:
+    return any(
+        len(form) > 1 and re.search(_value_pattern(form), text)
+        for column in table.columns
+        if column.categorical and not _is_numeric(column)
+        for value in column.sample_values
+        for form in _value_forms(str(value))
+    )
+
+
+def _money_column(table: CatalogTable) -> CatalogColumn | None:
+    return next(
+        (
+            c
+            for c in table.columns
+            if _is_numeric(c) and not _is_key(c) and any(p in c.name for p in _MONEY_COLUMNS)
+        ),
+        None,
+    )
 
 
 def _join(catalog: Catalog, plan: _Plan, other: CatalogTable) -> bool:
@@ -298,6 +355,21 @@ def _joinable(catalog: Catalog, plan: _Plan) -> list[CatalogTable]:
         for t in catalog.tables.values()
         if t.name != plan.table.name and catalog.joins_between(plan.table.name, t.name)
     ]
+
+
+def _value_pattern(form: str) -> str:
+    return rf"(?<![\w-]){re.escape(form)}(?![\w-])"
+
+
+def _without_values(text: str, catalog: Catalog) -> str:
+    for table in catalog.tables.values():
+        for column in table.columns:
+            if column.categorical and not _is_numeric(column):
+                for value in column.sample_values:
+                    for form in _value_forms(str(value)):
+                        if len(form) > 1 and form in text:
+                            text = re.sub(_value_pattern(form), " ", text)
+    return text
 
 
 def _value_forms(value: str) -> set[str]:
@@ -332,12 +404,23 @@ def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
     pattern = r"\b(" + "|".join(_COMPARATORS) + r")\s+\$?(\d+(?:\.\d+)?)"
     for match in re.finditer(pattern, text):
         before = text[max(0, match.start() - 40) : match.start()]
-        found = [
-            (position, table, column)
+        after = text[match.end() : match.end() + 25]
+        numeric = [
+            (table, column)
             for table in _joinable(catalog, plan)
             for column in table.columns
             if _is_numeric(column) and _words(column.name) and not _is_key(column)
-            for position in [_position(before, column.name)]
+        ]
+        # "seats over 20" names the column before; "more than 20 seats" right after the number.
+        found = [
+            (0, t, c)
+            for t, c in numeric
+            if _position(after, c.name) is not None and _position(after, c.name) < 3
+        ]
+        found = found or [
+            (position, t, c)
+            for t, c in numeric
+            for position in [_position(before, c.name)]
             if position is not None
         ]
         if not found:
@@ -389,25 +472,22 @@ def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
         for c in t.columns
         if _is_numeric(c) and _words(c.name) and not _is_key(c)
     ]
-    named = [(t, c) for t, c in numeric if _mentions(text, c.name)]
+    named = [(t, c) for t, c in numeric if _mentions(text, c.name) or _all_words_in(text, c.name)]
     dated = [
         (t, c) for t in _joinable(catalog, plan) for c in t.columns if _is_date(c) and _mentions(text, c.name)
     ]
     if not named and plan.aggregate in {"min", "max"} and dated:
         named = dated[:1]
+    if not named and plan.aggregate in {"min", "max"} and re.match(r"\s*when\b", text):
+        first_date = _date_column(text, plan.table)
+        if first_date is not None:
+            named = [(plan.table, first_date)]
     if not named and any(word in text for word in _MONEY_WORDS):
         named = [(t, c) for t, c in numeric if any(part in c.name for part in _MONEY_COLUMNS)]
-    main = [(t, c) for t, c in (named or numeric) if t.name == plan.table.name]
-    candidates = main or named
+    # Never a guess: the question must name the measured column (or say money and have one money column).
+    candidates = [(t, c) for t, c in named if t.name == plan.table.name] or named
     if not candidates:
-        raise SqlDeclined(f"no numeric column of {plan.table.name!r} matches what the question measures")
-    if len(candidates) > 1 and not named:
-        candidates = [(t, c) for t, c in candidates if not c.name.endswith(("_id", "id"))] or candidates
-        if len(candidates) > 1:
-            raise SqlDeclined(
-                "the question does not say which column to "
-                f"{plan.aggregate}: {', '.join(c.name for _, c in candidates)}"
-            )
+        raise SqlDeclined(f"the question names no numeric column to {plan.aggregate}")
     table, column = candidates[0]
     _join(catalog, plan, table)
     plan.measure = (table.name, column.name)
@@ -429,9 +509,11 @@ def _resolve_group(text: str, catalog: Catalog, plan: _Plan) -> None:
     match = _GROUPING.search(text)
     if not match:
         return
-    _group_by_phrase(match.group(1), catalog, plan)
-    if plan.group is None:
-        raise SqlDeclined(f"cannot tell which column {match.group(0).strip()!r} groups by")
+    for phrase in re.split(r"\band\b", match.group(1)):
+        before = len(plan.groups)
+        _group_by_phrase(phrase, catalog, plan)
+        if len(plan.groups) == before:
+            raise SqlDeclined(f"cannot tell which column {match.group(0).strip()!r} groups by")
 
 
 def _group_by_phrase(phrase: str, catalog: Catalog, plan: _Plan) -> None:
@@ -441,17 +523,17 @@ def _group_by_phrase(phrase: str, catalog: Catalog, plan: _Plan) -> None:
         if len(words) > 1 and _position(words[0], table.name) == 0:
             column = next((c for c in table.columns if _position(" ".join(words[1:]), c.name) == 0), None)
             if column is not None and _join(catalog, plan, table):
-                plan.group = f"{table.name}.{column.name}"
+                plan.groups.append(f"{table.name}.{column.name}")
                 return
     for table in _joinable(catalog, plan):
         for column in table.columns:
             if _starts_with_column(words, column) and _join(catalog, plan, table):
-                plan.group = f"{table.name}.{column.name}"
+                plan.groups.append(f"{table.name}.{column.name}")
                 return
     period = _PERIOD.match(phrase)
     date_column = _date_column(phrase, plan.table)
     if period and date_column is not None:
-        plan.group = f"date_trunc('{period.group(1)}', {plan.table.name}.{date_column.name})"
+        plan.groups.append(f"date_trunc('{period.group(1)}', {plan.table.name}.{date_column.name})")
 
 
 def _starts_with_column(words: list[str], column: CatalogColumn) -> bool:
@@ -502,8 +584,28 @@ def _resolve_dates(text: str, catalog: Catalog, plan: _Plan, today: dt.date) -> 
         plan.filters.append(f"{name} < '{end.isoformat()}'")
 
 
+_MONTH_DAY = r"(" + "|".join(_MONTHS) + r")\.? (\d{1,2})(?:st|nd|rd|th)?(?: (\d{4}))?"
+
+
+def _spelled_dates(text: str) -> str:
+    """`between July 1 and September 30 2025` -> ISO dates (a missing year is the next one given)."""
+    found = list(re.finditer(rf"\b{_MONTH_DAY}\b", text))
+    years = [match.group(3) for match in found]
+    for index, match in reversed(list(enumerate(found))):
+        year = next((y for y in years[index:] if y), None)
+        if year is None:
+            continue
+        try:
+            day = dt.date(int(year), _MONTHS[match.group(1)], int(match.group(2)))
+        except ValueError:
+            continue
+        text = text[: match.start()] + day.isoformat() + text[match.end() :]
+    return text
+
+
 def _date_span(text: str, today: dt.date) -> tuple[dt.date | None, dt.date | None] | None:
     """[start, end) of the date range the text names, or None."""
+    text = _spelled_dates(text)
     iso = re.findall(r"\b(\d{4}-\d{2}-\d{2})\b", text)
     if len(iso) >= 2 and "between" in text:
         return dt.date.fromisoformat(iso[0]), dt.date.fromisoformat(iso[1]) + dt.timedelta(days=1)
@@ -554,6 +656,22 @@ def _date_span(text: str, today: dt.date) -> tuple[dt.date | None, dt.date | Non
 def _add_months(day: dt.date, months: int) -> dt.date:
     index = day.year * 12 + day.month - 1 + months
     return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _top_column(text: str, plan: _Plan) -> bool:
+    """`top 3 error codes ...`: the words after the number name a column (not a table) to rank groups of."""
+    match = re.search(
+        r"\b(?:top|which|best|first)\s+(?:\d+|" + "|".join(_NUMBER_WORDS) + r")\s+([a-z_ ]+)", text
+    )
+    if not match:
+        return False
+    words = match.group(1).split()
+    column = next((c for c in plan.table.columns if not _is_key(c) and _starts_with_column(words, c)), None)
+    if column is None or _position(" ".join(words[:2]), plan.table.name) == 0:
+        return False
+    plan.groups.append(f"{plan.table.name}.{column.name}")
+    plan.top = _top_n(text)
+    return True
 
 
 def _fact_table(text: str, catalog: Catalog, entity: CatalogTable) -> CatalogTable:
@@ -614,7 +732,9 @@ def _write(plan: _Plan) -> str:
     )
     where = f" WHERE {' AND '.join(plan.filters)}" if plan.filters else ""
     if plan.aggregate is None:
-        return f"SELECT {plan.table.name}.* FROM {from_clause}{where}"
+        # Joined rows repeat the listed table's rows: list each once.
+        distinct = "DISTINCT " if plan.joins else ""
+        return f"SELECT {distinct}{plan.table.name}.* FROM {from_clause}{where}"
     measure = (
         "count(*)"
         if plan.aggregate == "count" or plan.measure is None
@@ -634,10 +754,11 @@ def _write(plan: _Plan) -> str:
             f"SELECT {keys}, {measure} AS value FROM {from_clause}{where} GROUP BY {keys} "
             f"ORDER BY value {direction} NULLS LAST LIMIT {plan.top}"
         )
-    if plan.group is not None:
-        order = f"value {'DESC' if plan.order_desc else 'ASC'} LIMIT {plan.top}" if plan.top else "1"
+    if plan.groups:
+        positions = ", ".join(str(i) for i in range(1, len(plan.groups) + 1))
+        order = f"value {'DESC' if plan.order_desc else 'ASC'} LIMIT {plan.top}" if plan.top else positions
         return (
-            f"SELECT {plan.group} AS group_value, {measure} AS value FROM {from_clause}{where} "
-            f"GROUP BY 1 ORDER BY {order}"
+            f"SELECT {', '.join(plan.groups)}, {measure} AS value FROM {from_clause}{where} "
+            f"GROUP BY {positions} ORDER BY {order}"
         )
     return f"SELECT {measure} AS value FROM {from_clause}{where}"

@@ -82,6 +82,7 @@ ALLOWED_FUNCTIONS = frozenset(
         "nthvalue",
         # conditionals and logic
         "case",
+        "exists",
         "if",
         "coalesce",
         "nullif",
