@@ -58,6 +58,11 @@ class Domain:
     generation: int
     created_at: datetime
 
+    @property
+    def tables_schema(self) -> str:
+        """The schema of the domain's imported tables (by id: a domain name need not be a valid identifier)."""
+        return f"domain_tables_{self.id}"
+
 
 def check_domain_name(name: str) -> str:
     """`name` if it is a valid domain name, else a RagError saying what is allowed."""
@@ -163,6 +168,14 @@ def bump_generation(conn: psycopg.Connection[Any], domain_id: int) -> None:
 
 
 def delete_domain(conn: psycopg.Connection[Any], name: str, missing_ok: bool = False) -> None:
-    """Delete a domain with all its documents and chunks; NotFound if absent, unless `missing_ok`."""
-    if conn.execute("DELETE FROM domains WHERE name = %s", (name,)).rowcount == 0 and not missing_ok:
-        raise NotFound(f"no domain {name!r}")
+    """Delete a domain with all its documents, chunks and imported tables; NotFound if absent, unless `missing_ok`."""
+    with conn.transaction():
+        try:
+            domain = get_domain(conn, name)
+        except NotFound:
+            if missing_ok:
+                return
+            raise
+        # Its imported tables go too; registered tables belong to someone else and stay.
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(domain.tables_schema)))
+        conn.execute("DELETE FROM domains WHERE id = %s", (domain.id,))

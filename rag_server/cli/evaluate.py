@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from tqdm import tqdm
@@ -14,7 +15,9 @@ from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 from rag_server.retrieval.types import CHUNK_ROUTES
 
-app = typer.Typer(help="Evals: retrieval accuracy and latency per route.", no_args_is_help=True)
+app = typer.Typer(
+    help="Evals: retrieval accuracy and latency per route, generated SQL.", no_args_is_help=True
+)
 
 
 @app.command("retrieval")
@@ -98,6 +101,89 @@ def eval_report(
     write_markdown(loaded, out / "report.md")
     write_chart(loaded, out / "chart.png")
     typer.echo((out / "report.md").read_text())
+
+
+@app.command("sql")
+@reports_errors
+def eval_sql(
+    dataset: Path = typer.Option(
+        ...,
+        exists=True,
+        file_okay=False,
+        help="A folder laid out like defog's sql-eval (databases/NAME/NAME.sql + questions CSV), or with "
+        "sql_questions.jsonl and table files.",
+    ),
+    gold: bool = typer.Option(
+        False, "--gold", help="Check the validator and sandbox on the gold queries instead of generating SQL."
+    ),
+    questions: str = typer.Option(
+        None, help="Questions CSV inside DATASET (default questions_gen_postgres.csv)."
+    ),
+    tables: Path = typer.Option(
+        None,
+        exists=True,
+        file_okay=False,
+        help="Table files for a sql_questions.jsonl set (default DATASET/tables).",
+    ),
+    output: Path = typer.Option(None, "--json", help="Write the full report as JSON here."),
+) -> None:
+    """No false rejections (--gold), or execution accuracy of the configured generator per category.
+
+    Without a model configured, the deterministic generator runs: its coverage (questions it accepts) and its
+    accuracy are reported. Exit 1 when a gold query is rejected or returns other rows.
+    """
+    from evals.sql import run_accuracy, run_gold_check
+    from rag_server.sql.route import SqlRoute
+
+    current = settings()
+    with database(current) as pool:
+        embedder = get_embedder(current)
+        if gold:
+            report = run_gold_check(pool, current, embedder, dataset, questions, tables)
+        else:
+            route = SqlRoute(pool, embedder, current)
+            report = run_accuracy(
+                pool,
+                current,
+                embedder,
+                dataset,
+                lambda question, database: _generated_sql(route, question, database.domain.name),
+                route.generator_name,
+                questions,
+                tables,
+            )
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2, default=str))
+    if gold:
+        typer.echo(
+            f"gold queries: {report['gold_passed']} of {report['gold_total']} pass the validator and sandbox"
+        )
+        for failure in report["failures"]:
+            typer.echo(f"  {failure['id']} [{failure['stage']}] {failure['error']}", err=True)
+        if report["failures"]:
+            raise typer.Exit(EXIT_PARTIAL)
+        return
+    typer.echo(_accuracy_table(report))
+
+
+def _generated_sql(route: Any, question: str, domain: str) -> str:
+    return route.answer(question, domain).sql
+
+
+def _accuracy_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"generator: {report['generator']}",
+        "| category | questions | accepted | correct | coverage | accuracy | accuracy on accepted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [*report["by_category"].items(), ("all", report)]
+    for name, summary in rows:
+        lines.append(
+            f"| {name} | {summary['total']} | {summary['accepted']} | {summary['correct']} | "
+            f"{summary['coverage']:.3f} | {summary['accuracy']:.3f} | {summary['accuracy_on_accepted']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def _domain_name(dataset: Path) -> str:

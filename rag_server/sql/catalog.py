@@ -97,8 +97,8 @@ class Catalog:
 
 
 def schema_for(domain: Domain) -> str:
-    """The schema that holds a domain's imported tables (by id: domain names may not be valid identifiers)."""
-    return f"domain_tables_{domain.id}"
+    """The schema that holds a domain's imported tables."""
+    return domain.tables_schema
 
 
 def check_table_name(name: str) -> str:

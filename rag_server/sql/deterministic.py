@@ -77,6 +77,7 @@ _UNSUPPORTED = (
     " vs ",
     " both ",
     " not ",
+    " no ",
     "n't ",
     "without",
     "never",
@@ -456,7 +457,7 @@ def _literal(value: object) -> str:
 
 
 def _is_numeric(column: CatalogColumn) -> bool:
-    return column.data_type.startswith(_NUMERIC) and not column.data_type.startswith("interval")
+    return any(kind in column.data_type for kind in _NUMERIC) and "interval" not in column.data_type
 
 
 def _is_date(column: CatalogColumn) -> bool:
@@ -637,7 +638,8 @@ def _date_span(text: str, today: dt.date) -> tuple[dt.date | None, dt.date | Non
     if relative:
         count, unit = int(relative.group(1)), relative.group(2)
         if unit == "month":
-            return _add_months(today, -count), None
+            start = _add_months(today, -count)
+            return start.replace(day=min(today.day, 28)), None
         days = {"day": 1, "week": 7, "year": 365}[unit] * count
         return today - dt.timedelta(days=days), None
     if re.search(r"\bthis year\b", text):
@@ -682,17 +684,11 @@ def _fact_table(text: str, catalog: Catalog, entity: CatalogTable) -> CatalogTab
         if table.name != entity.name and catalog.joins_between(entity.name, table.name)
     ]
     for table in related:
-        if any(
-            _is_numeric(column) and _words(column.name) and _mentions(text, column.name)
-            for column in table.columns
-        ):
+        if any(_is_numeric(c) and not _is_key(c) and _mentions(text, c.name) for c in table.columns):
             return table
-    if any(word in text for word in _MONEY_WORDS):
+    if any(re.search(rf"\b{word}\b", text) for word in _MONEY_WORDS):
         for table in related:
-            if any(
-                _is_numeric(column) and any(part in column.name for part in _MONEY_COLUMNS)
-                for column in table.columns
-            ):
+            if _money_column(table) is not None:
                 return table
     named = [table for table in related[1:] if _mentions(text, table.name)]
     return named[0] if named else entity

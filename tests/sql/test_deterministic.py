@@ -1,0 +1,69 @@
+"""The offline generator: common analytical questions become SQL with the right rows; the rest is declined."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from rag_server.errors import SqlDeclined
+from rag_server.sql.catalog import Catalog
+from rag_server.sql.deterministic import generate
+from rag_server.sql.sandbox import SandboxLimits, execute
+from rag_server.sql.validator import validate
+
+TODAY = dt.date(2024, 8, 15)
+
+# question -> rows, computed by hand from the shop tables in conftest.py
+ANSWERS = [
+    ("How many orders were paid in March 2024?", [[1]]),
+    ("How many customers are on the team plan?", [[2]]),
+    ("number of customers per plan", [["business", 1], ["enterprise", 1], ["team", 2]]),
+    ("Total amount per plan", [["business", 580.0], ["enterprise", 4500.0], ["team", 225.75]]),
+    ("What is the highest order amount?", [[4500.0]]),
+    ("average order amount for EU customers", [[1560.1666666666667]]),
+    ("How many refunded orders in Q1 2024?", [[1]]),
+    ("top 2 customers by revenue", [[4, "Umbrella", 4500.0], [2, "Globex", 580.0]]),
+    ("Which plan has the most customers?", [["team", 2]]),
+    ("how many orders between March 10 and June 30, 2024", [[4]]),
+    ("orders in the last 2 months: how many?", [[2]]),
+    ("When did the first enterprise customer sign up?", [["2024-04-13"]]),
+    ("List the orders with amount over 1000", [[14, 4, 4500.0, "paid", "2024-06-30"]]),
+    ("how many customers have more than 0 orders", None),
+]
+
+DECLINED = [
+    "Who is the CEO of Acme?",
+    "What share of orders were refunded?",
+    "Which customers ordered both in March and in May?",
+    "How many orders did customers with no refunds place?",
+    "average revenue compared to last year",
+    "how many widgets were sold",
+    "What is the median order amount?",
+]
+
+
+@pytest.mark.parametrize(("question", "rows"), ANSWERS)
+def test_answers(
+    question: str, rows: list[list[object]] | None, shop_catalog: Catalog, module_pool: ConnectionPool
+) -> None:
+    if rows is None:
+        with pytest.raises(SqlDeclined):
+            generate(question, shop_catalog, TODAY)
+        return
+    sql = generate(question, shop_catalog, TODAY)
+    result = execute(module_pool, validate(sql, shop_catalog, 100), shop_catalog.schema_name, SandboxLimits())
+    assert result.rows == rows, sql
+
+
+@pytest.mark.parametrize("question", DECLINED)
+def test_declines_what_it_cannot_express(question: str, shop_catalog: Catalog) -> None:
+    with pytest.raises(SqlDeclined):
+        generate(question, shop_catalog, TODAY)
+
+
+def test_every_generated_statement_passes_the_validator(shop_catalog: Catalog) -> None:
+    for question, rows in ANSWERS:
+        if rows is not None:
+            validate(generate(question, shop_catalog, TODAY), shop_catalog, 100)
