@@ -126,6 +126,9 @@ def eval_sql(
         help="Table files for a sql_questions.jsonl set (default DATASET/tables).",
     ),
     output: Path = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    min_accuracy: float = typer.Option(
+        None, min=0, max=1, help="Fail (exit 1) when execution accuracy is below this (the CI gate)."
+    ),
 ) -> None:
     """No false rejections (--gold), or execution accuracy of the configured generator per category.
 
@@ -165,6 +168,9 @@ def eval_sql(
             raise typer.Exit(EXIT_PARTIAL)
         return
     typer.echo(_accuracy_table(report))
+    if min_accuracy is not None and report["accuracy"] < min_accuracy:
+        typer.echo(f"below threshold: accuracy {report['accuracy']:.3f} < {min_accuracy}", err=True)
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _generated_sql(route: Any, question: str, domain: str) -> str:
