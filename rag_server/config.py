@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # `auto`: the configured model when OPENAI_API_KEY or OPENAI_BASE_URL is set, else the deterministic one.
     sql_generator: Literal["auto", "llm", "deterministic"] = "auto"
 
+    # --- query router (route "auto") ---
+    # Below this confidence the trained router does not guess: it asks the model (if enabled) or uses hybrid.
+    router_min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # The configured model as a second opinion: never, when the trained router is unsure, or for every question.
+    router_llm: Literal["off", "unsure", "always"] = "unsure"
+
     # --- answering model (OpenAI or any compatible server) ---
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY")

@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "citations": [chunk.citation() for chunk in result.chunks]
             + ([result.sql.citation()] if result.sql else []),
             "sql": result.sql.as_dict() if result.sql else None,
+            "sql_error": result.sql_error,
+            "routing": result.routing.as_dict() if result.routing else None,
         }
 
     @app.get("/v1/domains")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rag_server.cli import bench, config, documents, evaluate, ingest, search, serve, sql, tables
+from rag_server.cli import bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
 
 app = typer.Typer(
     name="rag-server",
@@ -17,6 +17,7 @@ app.command("serve")(serve.serve)
 app.command("ingest")(ingest.ingest)
 app.command("search")(search.search)
 app.command("config")(config.show_config)
+app.command("train-router")(router.train_router)
 app.add_typer(documents.app, name="documents")
 app.add_typer(tables.app, name="tables")
 app.add_typer(sql.app, name="sql")

@@ -29,7 +29,9 @@ def eval_retrieval(
     domain: str = typer.Option(
         None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."
     ),
-    route: str = typer.Option("all", "--route", "-r", help=f"One of {', '.join(CHUNK_ROUTES)}, or all."),
+    route: str = typer.Option(
+        "all", "--route", "-r", help=f"One of {', '.join(CHUNK_ROUTES)}, auto (routed), or all (the three)."
+    ),
     corpus: Path = typer.Option(
         None, exists=True, help="The documents (default: the data set's corpus.jsonl)."
     ),
@@ -52,8 +54,8 @@ def eval_retrieval(
     from rag_server.retrieval.search import Searcher
 
     routes = list(CHUNK_ROUTES) if route == "all" else [route]
-    if any(name not in CHUNK_ROUTES for name in routes):
-        raise RagError(f"unknown route {route!r}; use one of {', '.join(CHUNK_ROUTES)} or all")
+    if any(name not in (*CHUNK_ROUTES, "auto") for name in routes):
+        raise RagError(f"unknown route {route!r}; use one of {', '.join(CHUNK_ROUTES)}, auto or all")
     corpus = corpus or dataset
     if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
         raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
@@ -101,6 +103,93 @@ def eval_report(
     write_markdown(loaded, out / "report.md")
     write_chart(loaded, out / "chart.png")
     typer.echo((out / "report.md").read_text())
+
+
+@app.command("routing")
+@reports_errors
+def eval_routing(
+    dataset: Path = typer.Option(
+        ..., exists=True, file_okay=False, help="BEIR folder: queries.jsonl, qrels/test.tsv."
+    ),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain to ingest into and search (default: folder name)."
+    ),
+    corpus: Path = typer.Option(
+        None, exists=True, help="The documents (default: the data set's corpus.jsonl)."
+    ),
+    labels: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Hand labels (query-id TAB route); default DATASET/routes.tsv, else oracle.",
+    ),
+    tables: Path = typer.Option(
+        None,
+        exists=True,
+        file_okay=False,
+        help="Table files to import into the domain (for sql-labeled questions).",
+    ),
+    output: Path = typer.Option(
+        None, "--json", help="Write the report (with per-query results) as JSON here."
+    ),
+    write_labels: Path = typer.Option(
+        None, help="Write the oracle labels as training rows (JSON lines) for `rag-server train-router`."
+    ),
+) -> None:
+    """Routing accuracy (against hand or oracle labels), confusion matrix, and routed nDCG@10 and latency
+    against always-keyword, -semantic, -hybrid and the oracle."""
+    from evals.routing import LABELS_FILE, load_labels, oracle_training_rows, run_routing_eval
+    from ingest.pipeline import Ingestion
+    from ingest.tables import find_table_files, import_table_files
+    from rag_server.retrieval.search import Searcher
+
+    corpus = corpus or dataset
+    if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
+        raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
+    labels = labels or (dataset / LABELS_FILE if (dataset / LABELS_FILE).is_file() else None)
+    domain = domain or _domain_name(dataset)
+    current = settings()
+    with database(current) as pool:
+        ingestion = Ingestion.from_settings(pool, current)
+        ingestion.run([corpus], domain)
+        if tables:
+            imported = import_table_files(
+                pool, ingestion.domain(domain), find_table_files([tables], True), {}
+            )
+            if imported["failed"]:
+                raise RagError(f"cannot import the tables: {imported['failed']}")
+        searcher = Searcher(pool, get_embedder(current), current)
+        with tqdm(desc="queries", unit=" q", disable=not sys.stderr.isatty()) as bar:
+            report = run_routing_eval(
+                searcher, dataset, domain, load_labels(labels) if labels else None, progress=bar.update
+            )
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2))
+    if write_labels:
+        write_labels.write_text("".join(json.dumps(row) + "\n" for row in oracle_training_rows(report)))
+    typer.echo(_routing_table(report))
+
+
+def _routing_table(report: dict[str, Any]) -> str:
+    ndcg, latency = report["ndcg@10"], report["latency_ms"]
+    lines = [
+        f"{report['dataset']}: {report['queries']} queries; routing accuracy {report['routing_accuracy']} "
+        f"against {report['labels']} labels ({report['labeled_questions']} questions)"
+        + (f"; sql recall {report['sql_recall']}" if report.get("sql_recall") is not None else ""),
+        "| | routed | keyword | semantic | hybrid | oracle |",
+        "|---|---|---|---|---|---|",
+        "| nDCG@10 | "
+        + " | ".join(f"{ndcg[k]:.4f}" for k in ("routed", "keyword", "semantic", "hybrid", "oracle"))
+        + " |",
+        "| mean latency ms | "
+        + " | ".join(f"{latency[k]:.2f}" for k in ("routed", "keyword", "semantic", "hybrid"))
+        + " | |",
+        f"router p50 {report['router_ms']['p50']} ms, p95 {report['router_ms']['p95']} ms; routed to {report['routed_to']}; "
+        f"oracle {report['oracle_routes']}",
+        "confusion (label -> routed): " + json.dumps(report["confusion"]),
+    ]
+    return "\n".join(lines)
 
 
 @app.command("sql")

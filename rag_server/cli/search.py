@@ -39,6 +39,8 @@ def search(
                 "timings_ms": result.timings_ms,
                 "chunks": [asdict(c) for c in result.chunks],
                 "sql": result.sql.as_dict() if result.sql else None,
+                "sql_error": result.sql_error,
+                "routing": result.routing.as_dict() if result.routing else None,
             }
         )
         return
@@ -48,6 +50,12 @@ def search(
         snippet = " ".join(chunk.text.split())[:160]
         typer.echo(f"{rank:>3}. {chunk.score:8.4f}  {chunk.external_id}#{chunk.ordinal}  {snippet}")
     stages = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in result.timings_ms.items())
+    if result.routing is not None and result.routing.decided_by != "request":
+        routing = result.routing
+        typer.echo(
+            f"routed to {routing.route} ({routing.confidence:.2f}, {routing.decided_by}): {'; '.join(routing.reasons)}",
+            err=True,
+        )
     typer.echo(f"{result.route}: {len(result.chunks)} results; {stages}", err=True)
 
 

@@ -19,6 +19,7 @@ from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusi
 from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
+from rag_server.routing.router import QueryRouter, RouteDecision
 from rag_server.sql.route import SqlRoute
 
 T = TypeVar("T")
@@ -34,6 +35,7 @@ class Searcher:
         self.embedder = embedder
         self.settings = settings
         self.sql = SqlRoute(pool, embedder, settings)
+        self.router = QueryRouter(pool, embedder, settings, self.sql.model)
         analyzer = configured_analyzer(settings)
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         self.keyword = KeywordIndexes(analyzer, parameters)
@@ -45,6 +47,37 @@ class Searcher:
         """
         _check(request)
         timings: dict[str, float] = {}
+        if request.route == "auto":
+            return self._routed(request, query_vector, timings)
+        result = self._search(request, query_vector, timings)
+        return replace(result, routing=RouteDecision.requested(request.route))
+
+    def _routed(
+        self, request: SearchRequest, vector: np.ndarray | None, timings: dict[str, float]
+    ) -> SearchResult:
+        """Ask the router, then run the chosen route (and SQL beside hybrid on a low-confidence fan-out)."""
+        with self.pool.connection() as conn:
+            domain = get_domain(conn, request.domain)
+        if vector is None:
+            if domain.model.name != self.embedder.name:
+                raise EmbeddingModelMismatch(
+                    f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
+                    f"but the configured model is {self.embedder.name!r}"
+                )
+            vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
+        decision = _timed(timings, "route", lambda: self.router.route(request.query, domain, vector))
+        result = self._search(replace(request, route=decision.route), vector, timings)  # type: ignore[arg-type]
+        if decision.fanout_sql:
+            try:
+                evidence = self.sql.answer(request.query, request.domain, timings)
+                result = replace(result, sql=evidence)
+            except RetrievalError as error:
+                result = replace(result, sql_error=str(error))
+        return replace(result, routing=decision)
+
+    def _search(
+        self, request: SearchRequest, query_vector: np.ndarray | None, timings: dict[str, float]
+    ) -> SearchResult:
         if request.route == "sql":
             evidence = self.sql.answer(request.query, request.domain, timings)
             return SearchResult("sql", [], timings, evidence)

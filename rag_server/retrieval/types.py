@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
+    from rag_server.routing.router import RouteDecision
     from rag_server.sql.route import SqlEvidence
 
-Route = Literal["semantic", "keyword", "hybrid", "sql"]
+Route = Literal["semantic", "keyword", "hybrid", "sql", "auto"]
+# `auto` asks the query router; the result names the route it chose.
 ROUTES: tuple[str, ...] = get_args(Route)
 # The routes that rank chunks (and so are scored by retrieval evals); `sql` returns a query's rows instead.
 CHUNK_ROUTES: tuple[str, ...] = ("semantic", "keyword", "hybrid")
@@ -57,6 +59,9 @@ class SearchResult:
     chunks: list[ScoredChunk]
     timings_ms: dict[str, float]
     sql: SqlEvidence | None = None
+    routing: RouteDecision | None = None
+    # Why the sql part of a fan-out found nothing (the chunks still answer).
+    sql_error: str | None = None
 
     @property
     def total_ms(self) -> float:

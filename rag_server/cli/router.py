@@ -1,0 +1,71 @@
+"""`rag-server train-router`: fit the query router on labeled questions, store it versioned per domain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from rag_server.cli._common import database, print_json, reports_errors, settings
+from rag_server.domains import get_domain
+from rag_server.embedding import get_embedder
+
+
+@reports_errors
+def train_router(
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        exists=True,
+        dir_okay=False,
+        help='JSON-lines {"text", "route", "schema"?} (repeatable).',
+    ),
+    domain: str = typer.Option(
+        None,
+        "--domain",
+        "-d",
+        help="Store the model as this domain's next version (rows without schema use its tables).",
+    ),
+    with_default: bool = typer.Option(
+        True, "--with-default/--without-default", help="Also train on the built-in labeled questions."
+    ),
+    c: float = typer.Option(
+        1.0, min=1e-4, help="Inverse regularization strength of the logistic regression."
+    ),
+    output: Path = typer.Option(None, "--out", help="Also write the model as JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the training metrics as JSON."),
+) -> None:
+    """Train the router (logistic regression over question features and the query embedding)."""
+    from rag_server.routing.model import DEFAULT_DATA, load_labeled, save_model, train
+    from rag_server.routing.router import QueryRouter
+
+    rows = [row for path in data for row in load_labeled(path)]
+    if with_default:
+        rows += load_labeled(DEFAULT_DATA)
+    current = settings()
+    embedder = get_embedder(current)
+    with database(current) as pool:
+        vocabulary = None
+        found = None
+        if domain:
+            with pool.connection() as conn:
+                found = get_domain(conn, domain)
+            vocabulary = QueryRouter(pool, embedder, current).vocabulary(found)
+        model = train(rows, embedder, c, vocabulary)
+        if found is not None:
+            with pool.connection() as conn, conn.transaction():
+                model.metrics["version"] = save_model(conn, found.id, model)
+    if output:
+        output.write_text(json.dumps(model.to_json()))
+    if as_json:
+        print_json(model.metrics)
+        return
+    metrics = model.metrics
+    cv = metrics.get("cv_accuracy")
+    typer.echo(
+        f"trained on {metrics['rows']} questions {metrics['per_route']}; cross-validated accuracy "
+        f"{cv:.3f}" + (f"; stored as {domain} v{metrics['version']}" if found is not None else "")
+        if cv is not None
+        else f"trained on {metrics['rows']} questions"
+    )

@@ -1,0 +1,217 @@
+"""The trained router: multinomial logistic regression over the handcrafted features and the query embedding.
+
+Training uses scikit-learn; the fitted weights are kept as plain arrays (JSON in the database, versioned per
+domain), so a stored model does not depend on the scikit-learn version and predicting is one matrix product.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag_server.embedding import Embedder
+from rag_server.errors import RagError
+from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
+
+ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
+# Bumped when features change: a stored model of another version is not used.
+FEATURE_VERSION = 1
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.jsonl"
+
+
+@dataclass(frozen=True)
+class LabeledQuestion:
+    """A training row: the question, its route, and the "table.column" names of the tables it was asked
+    against (empty when the knowledge base has none; None: the tables of the domain being trained)."""
+
+    text: str
+    route: str
+    schema: tuple[str, ...] | None = ()
+
+
+def load_labeled(path: Path) -> list[LabeledQuestion]:
+    """JSON-lines rows {"text", "route", "schema"?}; a bad row raises RagError with its line number."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            schema = tuple(row["schema"]) if row.get("schema") is not None else None
+            question = LabeledQuestion(row["text"], row["route"], schema)
+        except (ValueError, KeyError, TypeError) as error:
+            raise RagError(f"{path}:{number}: not a labeled question ({error})") from None
+        if question.route not in ROUTER_ROUTES:
+            raise RagError(
+                f"{path}:{number}: route {question.route!r} is not one of {', '.join(ROUTER_ROUTES)}"
+            )
+        rows.append(question)
+    if not rows:
+        raise RagError(f"{path} has no labeled questions")
+    return rows
+
+
+@dataclass
+class RouterModel:
+    classes: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    embedding_model: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    feature_version: int = FEATURE_VERSION
+
+    def probabilities(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        logits = self.coef @ self._inputs(features, vector) + self.intercept
+        logits -= logits.max()
+        exp = np.exp(logits)
+        return exp / exp.sum()
+
+    def _inputs(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        return np.concatenate([(features - self.mean) / self.scale, vector]).astype(np.float32)
+
+    def reasons(self, features: np.ndarray, vector: np.ndarray, route: str, top: int = 3) -> list[str]:
+        """The features that pushed most towards `route` (contribution = weight x scaled value)."""
+        row = self.coef[self.classes.index(route)]
+        inputs = self._inputs(features, vector)
+        count = len(FEATURE_NAMES)
+        contributions = [
+            (float(row[i] * inputs[i]), FEATURE_NAMES[i], float(features[i])) for i in range(count)
+        ]
+        contributions.append((float(row[count:] @ inputs[count:]), "embedding", 0.0))
+        ranked = sorted((c for c in contributions if c[0] > 0), reverse=True)[:top]
+        return [
+            f"{name} ({value:g}) +{weight:.2f}" if name != "embedding" else f"embedding +{weight:.2f}"
+            for weight, name, value in ranked
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "embedding_model": self.embedding_model,
+            "metrics": self.metrics,
+            "feature_version": self.feature_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RouterModel:
+        return cls(
+            list(data["classes"]),
+            np.asarray(data["mean"], dtype=np.float32),
+            np.asarray(data["scale"], dtype=np.float32),
+            np.asarray(data["coef"], dtype=np.float32),
+            np.asarray(data["intercept"], dtype=np.float32),
+            data["embedding_model"],
+            data.get("metrics", {}),
+            data.get("feature_version", 0),
+        )
+
+
+def featurize(
+    rows: Sequence[LabeledQuestion], embedder: Embedder, domain_vocabulary: Vocabulary | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Handcrafted features (against each row's schema, or the domain's tables) and embeddings."""
+    features = np.stack(
+        [
+            handcrafted(
+                row.text,
+                Vocabulary.from_schema(row.schema)
+                if row.schema is not None
+                else domain_vocabulary or Vocabulary(),
+            )
+            for row in rows
+        ]
+    )
+    vectors = embedder.embed([row.text for row in rows])
+    return features, vectors
+
+
+def train(
+    rows: Sequence[LabeledQuestion],
+    embedder: Embedder,
+    c: float = 1.0,
+    domain_vocabulary: Vocabulary | None = None,
+) -> RouterModel:
+    """Fit the router on labeled questions; metrics include 5-fold cross-validated accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    labels = [row.route for row in rows]
+    if len(set(labels)) < 2:
+        raise RagError("training needs questions of at least two routes")
+    features, vectors = featurize(rows, embedder, domain_vocabulary)
+    mean = features.mean(axis=0)
+    scale = np.where(features.std(axis=0) > 1e-6, features.std(axis=0), 1.0)
+    inputs = np.hstack([(features - mean) / scale, vectors])
+    classifier = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    counts = Counter(labels)
+    folds = min(5, min(counts.values()))
+    cv = float(cross_val_score(classifier, inputs, labels, cv=folds).mean()) if folds >= 2 else None
+    classifier.fit(inputs, labels)
+    return RouterModel(
+        [str(label) for label in classifier.classes_],
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        classifier.coef_.astype(np.float32),
+        classifier.intercept_.astype(np.float32),
+        embedder.name,
+        {"rows": len(rows), "per_route": dict(counts), "cv_accuracy": cv, "c": c},
+    )
+
+
+def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:
+    """The built-in model, trained on the shipped data on first use and cached under the data dir."""
+    data = DEFAULT_DATA.read_bytes()
+    key = hashlib.sha256(data + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
+    cached = cache_dir / f"router-default-{key}.json"
+    if cached.is_file():
+        try:
+            return RouterModel.from_json(json.loads(cached.read_text()))
+        except (ValueError, KeyError):
+            pass  # a torn write: train again
+    model = train(load_labeled(DEFAULT_DATA), embedder)
+    model.metrics["source"] = "default"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".tmp")
+    partial.write_text(json.dumps(model.to_json()))
+    partial.replace(cached)
+    return model
+
+
+def save_model(conn: Any, domain_id: int, model: RouterModel) -> int:
+    """Store a trained model as the domain's next version; returns the version."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.router_models'), %s)", (domain_id,))
+    version = conn.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM router_models WHERE domain_id = %s", (domain_id,)
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO router_models (domain_id, version, model) VALUES (%s, %s, %s)",
+        (domain_id, version, json.dumps(model.to_json())),
+    )
+    return int(version)
+
+
+def latest_version(conn: Any, domain_id: int) -> int | None:
+    row = conn.execute("SELECT max(version) FROM router_models WHERE domain_id = %s", (domain_id,)).fetchone()
+    return row[0] if row else None
+
+
+def load_model(conn: Any, domain_id: int, version: int) -> RouterModel:
+    row = conn.execute(
+        "SELECT model FROM router_models WHERE domain_id = %s AND version = %s", (domain_id, version)
+    ).fetchone()
+    if row is None:
+        raise RagError(f"no router model version {version} for this domain")
+    return RouterModel.from_json(row[0])

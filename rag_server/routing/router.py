@@ -1,0 +1,215 @@
+"""`QueryRouter.route(question, domain)`: semantic, keyword, hybrid or sql, with a confidence and the reasons.
+
+The trained model decides when it is confident. When it is not, the configured model is asked (if enabled);
+failing that the question goes to hybrid, and also to SQL when it mentions the domain's tables: never a silent
+guess.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg_pool import ConnectionPool
+
+from rag_server.config import Settings
+from rag_server.domains import Domain
+from rag_server.embedding import Embedder
+from rag_server.errors import ModelError
+from rag_server.llm import ChatModel, ModelCall
+from rag_server.routing.features import Vocabulary, handcrafted
+from rag_server.routing.model import (
+    FEATURE_VERSION,
+    ROUTER_ROUTES,
+    RouterModel,
+    default_model,
+    latest_version,
+    load_model,
+)
+from rag_server.sql.catalog import load_catalog
+
+_ROUTE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "choose_route",
+        "description": "Choose how to retrieve evidence for the user's question.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "route": {"type": "string", "enum": list(ROUTER_ROUTES)},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                "reason": {"type": "string"},
+            },
+            "required": ["route", "confidence", "reason"],
+        },
+    },
+}
+_LLM_SYSTEM = (
+    "You route questions to a retrieval method. keyword: identifiers, error codes, names, exact phrases, very "
+    "short queries. semantic: natural-language questions whose words may differ from the documents'. hybrid: "
+    "natural questions that also carry specific terms, or when unsure. sql: counting, aggregating, filtering or "
+    "ranking records of the tables listed (only if tables are listed). Call choose_route."
+)
+_LLM_EXAMPLES = [
+    ("ERR-4012", "keyword"),
+    ("why does my dashboard stop refreshing overnight", "semantic"),
+    ("what does SYNC-409 mean when syncing from Postgres", "hybrid"),
+    ("how many refunds were approved per plan in March", "sql"),
+]
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where a question goes, how sure the router is, why, and what deciding cost."""
+
+    route: str
+    confidence: float
+    reasons: list[str]
+    decided_by: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    fanout_sql: bool = False
+    model_calls: list[ModelCall] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "confidence": round(self.confidence, 4),
+            "reasons": self.reasons,
+            "decided_by": self.decided_by,
+            "probabilities": {route: round(p, 4) for route, p in self.probabilities.items()},
+            "fanout_sql": self.fanout_sql,
+            "model_calls": [call.as_dict() for call in self.model_calls],
+        }
+
+    @classmethod
+    def requested(cls, route: str) -> RouteDecision:
+        return cls(route, 1.0, ["route requested explicitly"], "request")
+
+
+class QueryRouter:
+    """One per process: caches each domain's model (by version) and table vocabulary (by catalog stamp)."""
+
+    def __init__(
+        self, pool: ConnectionPool, embedder: Embedder, settings: Settings, model: ChatModel | None = None
+    ) -> None:
+        self.pool = pool
+        self.embedder = embedder
+        self.settings = settings
+        self.chat = model
+        self._lock = threading.Lock()
+        self._models: dict[int, tuple[int, RouterModel | None, str]] = {}
+        self._vocabularies: dict[int, tuple[Any, Vocabulary]] = {}
+        self._default: RouterModel | None = None
+
+    def route(self, question: str, domain: Domain, vector: np.ndarray | None = None) -> RouteDecision:
+        if vector is None:
+            vector = self.embedder.embed([question])[0]
+        model, model_name = self.model_for(domain)
+        vocabulary = self.vocabulary(domain)
+        features = handcrafted(question, vocabulary)
+        probabilities = dict(zip(model.classes, model.probabilities(features, vector).tolist(), strict=True))
+        reasons: list[str] = []
+        if vocabulary.empty and probabilities.get("sql", 0.0) > 0:
+            # No tables, no SQL: the other routes share its probability.
+            probabilities["sql"] = 0.0
+            total = sum(probabilities.values())
+            probabilities = {route: p / total for route, p in probabilities.items()}
+            reasons.append("no tables in this domain")
+        route = max(probabilities, key=probabilities.__getitem__)
+        confidence = probabilities[route]
+        reasons = model.reasons(features, vector, route) + reasons
+        use_llm = self.chat is not None and (
+            self.settings.router_llm == "always"
+            or (self.settings.router_llm == "unsure" and confidence < self.settings.router_min_confidence)
+        )
+        if use_llm:
+            decided = self._ask_model(question, vocabulary, route, confidence)
+            if decided is not None:
+                return decided
+        if confidence >= self.settings.router_min_confidence:
+            return RouteDecision(route, confidence, reasons, model_name, probabilities)
+        mentions_tables = bool(features[16] or features[17] or features[18]) and not vocabulary.empty
+        note = (
+            f"low confidence ({confidence:.2f} for {route} < {self.settings.router_min_confidence}): hybrid"
+        )
+        return RouteDecision(
+            "hybrid",
+            confidence,
+            [note + (" + sql, the question mentions the tables" if mentions_tables else "")],
+            model_name,
+            probabilities,
+            fanout_sql=mentions_tables,
+        )
+
+    def model_for(self, domain: Domain) -> tuple[RouterModel, str]:
+        """The domain's newest trained model (for this embedding model), else the built-in one."""
+        with self.pool.connection() as conn:
+            version = latest_version(conn, domain.id)
+            cached = self._models.get(domain.id)
+            if version is not None and (cached is None or cached[0] != version):
+                model = load_model(conn, domain.id, version)
+                usable = (
+                    model.embedding_model == self.embedder.name and model.feature_version == FEATURE_VERSION
+                )
+                self._models[domain.id] = (version, model if usable else None, f"{domain.name} v{version}")
+                cached = self._models[domain.id]
+        if version is not None and cached is not None and cached[1] is not None:
+            return cached[1], cached[2]
+        with self._lock:
+            if self._default is None:
+                self._default = default_model(self.embedder, self.settings.data_dir)
+        return self._default, "default"
+
+    def vocabulary(self, domain: Domain) -> Vocabulary:
+        with self.pool.connection() as conn:
+            stamp = conn.execute(
+                "SELECT count(*), max(updated_at) FROM sql_tables WHERE domain_id = %s", (domain.id,)
+            ).fetchone()
+            cached = self._vocabularies.get(domain.id)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            catalog = load_catalog(conn, domain)
+        names = [
+            f"{table.name}.{column.name}" for table in catalog.tables.values() for column in table.columns
+        ]
+        values = [
+            str(value)
+            for table in catalog.tables.values()
+            for column in table.columns
+            if column.categorical and not column.data_type.startswith(("int", "big", "num", "double", "real"))
+            for value in column.sample_values
+        ]
+        vocabulary = Vocabulary.from_schema(names, values)
+        self._vocabularies[domain.id] = (stamp, vocabulary)
+        return vocabulary
+
+    def _ask_model(
+        self, question: str, vocabulary: Vocabulary, route: str, confidence: float
+    ) -> RouteDecision | None:
+        assert self.chat is not None
+        tables = ", ".join(sorted(t for t in vocabulary.tables if " " not in t)) or "(none)"
+        messages: list[dict[str, Any]] = [{"role": "system", "content": f"{_LLM_SYSTEM}\nTables: {tables}"}]
+        for example, label in _LLM_EXAMPLES:
+            messages.append({"role": "user", "content": example})
+            messages.append({"role": "assistant", "content": f"route: {label}"})
+        messages.append({"role": "user", "content": question})
+        started = time.perf_counter()
+        try:
+            reply = self.chat.complete("route", messages, tools=[_ROUTE_TOOL], max_tokens=120)
+            arguments = json.loads(reply.tool_arguments or reply.text)
+            chosen = str(arguments["route"])
+            stated = float(arguments.get("confidence", 0.5))
+        except (ModelError, ValueError, KeyError, TypeError):
+            return None  # the trained router's answer (or hybrid) stands
+        if chosen not in ROUTER_ROUTES or (chosen == "sql" and vocabulary.empty):
+            return None
+        reasons = [
+            f"model: {arguments.get('reason', '')}".strip(),
+            f"trained router said {route} at {confidence:.2f}",
+            f"asked in {(time.perf_counter() - started) * 1000:.0f} ms",
+        ]
+        return RouteDecision(chosen, max(0.0, min(stated, 1.0)), reasons, "llm", model_calls=[reply.call])
