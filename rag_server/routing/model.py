@@ -160,12 +160,17 @@ def train(
     folds = min(5, min(counts.values()))
     cv = float(cross_val_score(classifier, inputs, labels, cv=folds).mean()) if folds >= 2 else None
     classifier.fit(inputs, labels)
+    coef, intercept = classifier.coef_, classifier.intercept_
+    if len(classifier.classes_) == 2:
+        # A binary fit has one row (the second class against the first): as softmax, the first class gets zeros.
+        coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
+        intercept = np.array([0.0, intercept[0]])
     return RouterModel(
         [str(label) for label in classifier.classes_],
         mean.astype(np.float32),
         scale.astype(np.float32),
-        classifier.coef_.astype(np.float32),
-        classifier.intercept_.astype(np.float32),
+        coef.astype(np.float32),
+        intercept.astype(np.float32),
         embedder.name,
         {"rows": len(rows), "per_route": dict(counts), "cv_accuracy": cv, "c": c},
     )

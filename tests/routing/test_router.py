@@ -1,0 +1,209 @@
+"""The query router: the built-in model, per-domain trained models, fallbacks, model routing, and `auto`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from psycopg_pool import ConnectionPool
+
+from evals.routing import oracle_label
+from ingest.tables import import_table_files
+from rag_server.api.app import create_app
+from rag_server.config import Settings
+from rag_server.demo import DEMO_TYPES, table_files
+from rag_server.domains import Domain, HnswOptions, ensure_domain
+from rag_server.embedding import Embedder
+from rag_server.errors import RagError
+from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
+from rag_server.routing.model import LabeledQuestion, load_labeled, save_model, train
+from rag_server.routing.router import QueryRouter
+from tests.conftest import run_cli
+from tests.scripted_llm import ScriptedLLM
+
+
+@pytest.fixture(scope="module")
+def domains(module_pool: ConnectionPool, embedder: Embedder) -> dict[str, Domain]:
+    with module_pool.connection() as conn:
+        shop = ensure_domain(conn, "shop", embedder.name, embedder.dimension, HnswOptions())
+        docs = ensure_domain(conn, "docs", embedder.name, embedder.dimension, HnswOptions())
+    import_table_files(module_pool, shop, table_files(), DEMO_TYPES)
+    return {"shop": shop, "docs": docs}
+
+
+@pytest.fixture(scope="module")
+def router(module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder) -> QueryRouter:
+    return QueryRouter(module_pool, embedder, module_settings)
+
+
+def feature(question: str, name: str, vocabulary: Vocabulary | None = None) -> float:
+    return float(handcrafted(question, vocabulary or Vocabulary())[FEATURE_NAMES.index(name)])
+
+
+def test_features_see_identifiers_aggregates_and_tables() -> None:
+    vocabulary = Vocabulary.from_schema(
+        ["orders.amount", "orders.order_date", "customers.plan"], ["enterprise"]
+    )
+    assert feature("ERR-4012 after v2.4.1 upgrade", "identifiers") == 2
+    assert feature("how many orders per plan", "how_many") == 1
+    assert feature("how many orders per plan", "table_mentions", vocabulary) > 0
+    assert feature("total amount for Enterprise", "value_mentions", vocabulary) > 0
+    assert feature("total amount for Enterprise", "has_tables") == 0  # the empty vocabulary: no tables
+
+
+@pytest.mark.parametrize(
+    ("question", "domain", "route"),
+    [
+        ("ERR-4012", "shop", "keyword"),
+        ("198.51.100.24", "docs", "keyword"),
+        ("why does my dashboard stop refreshing when I close the laptop overnight", "docs", "semantic"),
+        ("How many refunds were approved per plan in 2025?", "shop", "sql"),
+        ("Number of urgent tickets by category", "shop", "sql"),
+    ],
+)
+def test_default_model_routes_clear_cases(
+    question: str, domain: str, route: str, router: QueryRouter, domains: dict[str, Domain]
+) -> None:
+    decision = router.route(question, domains[domain])
+    assert decision.route == route, decision
+    assert decision.decided_by == "default" and 0 <= decision.confidence <= 1 and decision.reasons
+
+
+def test_a_domain_without_tables_is_never_routed_to_sql(
+    router: QueryRouter, domains: dict[str, Domain]
+) -> None:
+    decision = router.route("How many refunds were approved per plan in 2025?", domains["docs"])
+    assert decision.route != "sql" and decision.probabilities["sql"] == 0
+    assert "no tables in this domain" in decision.reasons
+
+
+def test_low_confidence_falls_back_to_hybrid_and_fans_out_to_sql(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder, domains: dict[str, Domain]
+) -> None:
+    unsure = QueryRouter(
+        module_pool, embedder, module_settings.model_copy(update={"router_min_confidence": 1.0})
+    )
+    decision = unsure.route("refunds for enterprise customers", domains["shop"])
+    assert decision.route == "hybrid" and decision.fanout_sql
+    assert "low confidence" in decision.reasons[0] and "sql" in decision.reasons[0]
+    plain = unsure.route("why is the sky blue", domains["docs"])
+    assert plain.route == "hybrid" and not plain.fanout_sql
+
+
+def test_trained_models_are_versioned_per_domain(
+    module_pool: ConnectionPool, router: QueryRouter, embedder: Embedder, domains: dict[str, Domain]
+) -> None:
+    # A deliberately odd labeling: every question about colours is keyword, about animals semantic.
+    rows = [
+        LabeledQuestion(f"{word} {tail}", "keyword", ())
+        for word in ("red", "blue", "green")
+        for tail in ("a", "b", "c")
+    ]
+    rows += [
+        LabeledQuestion(f"{word} {tail}", "semantic", ())
+        for word in ("cat", "dog", "horse")
+        for tail in ("a", "b", "c")
+    ]
+    model = train(rows, embedder)
+    with module_pool.connection() as conn, conn.transaction():
+        first = save_model(conn, domains["docs"].id, model)
+        second = save_model(conn, domains["docs"].id, model)
+    assert second == first + 1
+    decision = router.route("green c", domains["docs"])
+    assert decision.decided_by == f"docs v{second}" and decision.route == "keyword"
+    assert router.route("horse b", domains["docs"]).route == "semantic"
+    assert router.route("ERR-4012", domains["shop"]).decided_by == "default"  # other domains unaffected
+
+
+def test_labeled_data_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a", "route": "keyword"}\n{"text": "b", "route": "teleport"}\n')
+    with pytest.raises(RagError, match=r"rows\.jsonl:2"):
+        load_labeled(path)
+
+
+def test_model_routing_is_counted_and_bounded(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder, domains: dict[str, Domain]
+) -> None:
+    def script(body: dict[str, Any]) -> dict[str, Any]:
+        assert body["tools"][0]["function"]["name"] == "choose_route"
+        return {
+            "tool": "choose_route",
+            "arguments": {"route": "semantic", "confidence": 0.8, "reason": "prose"},
+        }
+
+    with ScriptedLLM(script) as llm:
+        settings = module_settings.model_copy(
+            update={"openai_base_url": llm.base_url, "router_llm": "always"}
+        )
+        from rag_server.llm import ChatModel
+
+        decision = QueryRouter(module_pool, embedder, settings, ChatModel(settings)).route(
+            "ERR-4012", domains["shop"]
+        )
+    assert decision.decided_by == "llm" and decision.route == "semantic" and decision.confidence == 0.8
+    assert decision.model_calls[0].purpose == "route" and decision.model_calls[0].prompt_tokens > 0
+    # A broken reply leaves the trained router's decision standing.
+    with ScriptedLLM(lambda body: "not json") as llm:
+        settings = module_settings.model_copy(
+            update={"openai_base_url": llm.base_url, "router_llm": "always"}
+        )
+        from rag_server.llm import ChatModel
+
+        kept = QueryRouter(module_pool, embedder, settings, ChatModel(settings)).route(
+            "ERR-4012", domains["shop"]
+        )
+    assert kept.decided_by == "default" and kept.route == "keyword"
+
+
+def test_oracle_ties_go_to_the_cheaper_route() -> None:
+    assert oracle_label({"keyword": 0.5, "semantic": 0.5, "hybrid": 0.5}) == "keyword"
+    assert oracle_label({"keyword": 0.1, "semantic": 0.6, "hybrid": 0.6}) == "semantic"
+    assert oracle_label({"keyword": 0.1, "semantic": 0.5, "hybrid": 0.6}) == "hybrid"
+
+
+def test_search_auto_carries_the_decision(module_settings: Settings, domains: dict[str, Domain]) -> None:
+    with TestClient(create_app(module_settings)) as client:
+        sql = client.post(
+            "/v1/search", json={"query": "Customer count per region", "domain": "shop", "route": "auto"}
+        )
+        assert sql.status_code == 200, sql.text
+        body = sql.json()
+        assert body["route"] == "sql" and body["routing"]["route"] == "sql"
+        assert body["sql"]["rows"] and {"embed", "route"} <= set(body["timings_ms"])
+        explicit = client.post("/v1/search", json={"query": "x", "domain": "docs", "route": "keyword"}).json()
+        assert explicit["routing"] == {
+            "route": "keyword",
+            "confidence": 1.0,
+            "reasons": ["route requested explicitly"],
+            "decided_by": "request",
+            "probabilities": {},
+            "fanout_sql": False,
+            "model_calls": [],
+        }
+
+
+def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, embedder: Embedder) -> None:
+    from rag_server.db import open_pool
+
+    with open_pool(settings) as pool, pool.connection() as conn:
+        ensure_domain(conn, "kb", embedder.name, embedder.dimension, HnswOptions())
+    data = tmp_path / "labels.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"question {i}", "route": ("keyword", "semantic")[i % 2]}) + "\n"
+            for i in range(12)
+        )
+    )
+    env = {"DATABASE_URL": settings.database_url.get_secret_value(), "RAG_DATA_DIR": str(settings.data_dir)}  # type: ignore[union-attr]
+    done = run_cli("train-router", "--data", str(data), "--domain", "kb", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    assert metrics["version"] == 1 and metrics["rows"] > 800  # with the built-in data
+    alone = run_cli("train-router", "--data", str(data), "--without-default", "--json", env=env)
+    assert json.loads(alone.stdout)["rows"] == 12
+    assert np.isfinite(json.loads(alone.stdout)["cv_accuracy"])
