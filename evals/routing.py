@@ -52,6 +52,7 @@ class _Measured:
     routed_to: str
     confidence: float
     router_ms: float
+    fanout_sql: bool
 
 
 def run_routing_eval(
@@ -75,8 +76,11 @@ def run_routing_eval(
     oracle = {m.query.id: oracle_label({r: m.ndcg[r] for r in CHUNK_ROUTES}) for m in measured}
     truth = labels if labels is not None else oracle
     decisions = {m.query.id: m.routed_to for m in measured}
-    decisions.update(_route_analytical(searcher, dataset, domain, truth))
-    return _report(dataset, domain, measured, oracle, truth, decisions, labels is not None)
+    fanouts = {m.query.id for m in measured if m.fanout_sql}
+    analytical = _route_analytical(searcher, dataset, domain, truth)
+    decisions.update({query_id: route for query_id, (route, _) in analytical.items()})
+    fanouts |= {query_id for query_id, (_, fanout) in analytical.items() if fanout}
+    return _report(dataset, domain, measured, oracle, truth, decisions, fanouts, labels is not None)
 
 
 def _measure(
@@ -92,7 +96,7 @@ def _measure(
         if route == "auto":
             assert result.routing is not None
             routing, router_ms = result.routing, result.timings_ms.get("route", 0.0)
-    return _Measured(query, ndcg, latency, routing.route, routing.confidence, router_ms)
+    return _Measured(query, ndcg, latency, routing.route, routing.confidence, router_ms, routing.fanout_sql)
 
 
 def _route_analytical(
@@ -111,7 +115,8 @@ def _route_analytical(
         if line.strip():
             row = json.loads(line)
             if row["_id"] in truth:
-                decisions[row["_id"]] = searcher.router.route(row["text"], found).route
+                decision = searcher.router.route(row["text"], found)
+                decisions[row["_id"]] = (decision.route, decision.fanout_sql)
     return decisions
 
 
@@ -122,6 +127,7 @@ def _report(
     oracle: dict[str, str],
     truth: dict[str, str],
     decisions: dict[str, str],
+    fanouts: set[str],
     hand_labels: bool,
 ) -> dict[str, Any]:
     labeled = [query_id for query_id in decisions if query_id in truth]
@@ -143,6 +149,12 @@ def _report(
         "labeled_questions": len(labeled),
         "routing_accuracy": round(correct / len(labeled), 4) if labeled else None,
         "sql_recall": round(sum(decisions[q] == "sql" for q in per_route_sql) / len(per_route_sql), 4)
+        if per_route_sql
+        else None,
+        # Analytical questions that reach SQL at all: routed there, or fanned out to it beside a chunk route.
+        "sql_reached": round(
+            sum(decisions[q] == "sql" or q in fanouts for q in per_route_sql) / len(per_route_sql), 4
+        )
         if per_route_sql
         else None,
         "confusion": {label: dict(row) for label, row in sorted(confusion.items())},

@@ -135,6 +135,7 @@ def eval_routing(
     write_labels: Path = typer.Option(
         None, help="Write the oracle labels as training rows (JSON lines) for `rag-server train-router`."
     ),
+    min_accuracy: float = typer.Option(None, min=0, max=1, help="Fail (exit 1) below this routing accuracy."),
 ) -> None:
     """Routing accuracy (against hand or oracle labels), confusion matrix, and routed nDCG@10 and latency
     against always-keyword, -semantic, -hybrid and the oracle."""
@@ -169,6 +170,11 @@ def eval_routing(
     if write_labels:
         write_labels.write_text("".join(json.dumps(row) + "\n" for row in oracle_training_rows(report)))
     typer.echo(_routing_table(report))
+    if min_accuracy is not None and (report["routing_accuracy"] or 0) < min_accuracy:
+        typer.echo(
+            f"below threshold: routing accuracy {report['routing_accuracy']} < {min_accuracy}", err=True
+        )
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _routing_table(report: dict[str, Any]) -> str:
@@ -176,7 +182,11 @@ def _routing_table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['dataset']}: {report['queries']} queries; routing accuracy {report['routing_accuracy']} "
         f"against {report['labels']} labels ({report['labeled_questions']} questions)"
-        + (f"; sql recall {report['sql_recall']}" if report.get("sql_recall") is not None else ""),
+        + (
+            f"; sql-labeled routed to sql {report['sql_recall']}, reaching sql {report['sql_reached']}"
+            if report.get("sql_recall") is not None
+            else ""
+        ),
         "| | routed | keyword | semantic | hybrid | oracle |",
         "|---|---|---|---|---|---|",
         "| nDCG@10 | "

@@ -37,12 +37,10 @@ def train_router(
     as_json: bool = typer.Option(False, "--json", help="Print the training metrics as JSON."),
 ) -> None:
     """Train the router (logistic regression over question features and the query embedding)."""
-    from rag_server.routing.model import DEFAULT_DATA, load_labeled, save_model, train
+    from rag_server.routing.model import load_labeled, save_model, train, train_with_default
     from rag_server.routing.router import QueryRouter
 
     rows = [row for path in data for row in load_labeled(path)]
-    if with_default:
-        rows += load_labeled(DEFAULT_DATA)
     current = settings()
     embedder = get_embedder(current)
     with database(current) as pool:
@@ -52,7 +50,11 @@ def train_router(
             with pool.connection() as conn:
                 found = get_domain(conn, domain)
             vocabulary = QueryRouter(pool, embedder, current).vocabulary(found)
-        model = train(rows, embedder, c, vocabulary)
+        model = (
+            train_with_default(rows, embedder, c, vocabulary)
+            if with_default
+            else train(rows, embedder, c, vocabulary)
+        )
         if found is not None:
             with pool.connection() as conn, conn.transaction():
                 model.metrics["version"] = save_model(conn, found.id, model)

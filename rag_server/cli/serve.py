@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from psycopg_pool import ConnectionPool
 
 from rag_server.cli._common import database, reports_errors, settings
 from rag_server.config import Settings
@@ -37,8 +38,11 @@ def ingest_demo(current: Settings) -> None:
         ingestion = Ingestion.from_settings(pool, current)
         summary = ingestion.run([corpus_dir()], DEMO_DOMAIN)
         tables = import_table_files(pool, ingestion.domain(DEMO_DOMAIN), table_files(), DEMO_TYPES)
+        trained = train_demo_router(pool, current)
     for failure in tables["failed"]:
         typer.echo(f"demo table {failure['path']} failed: {failure['reason']}", err=True)
+    if trained:
+        typer.echo(f"demo router trained: {trained}", err=True)
     curl = "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d"
     typer.echo(
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
@@ -48,3 +52,23 @@ def ingest_demo(current: Settings) -> None:
         f'"route": "sql"}}\'',
         err=True,
     )
+
+
+def train_demo_router(pool: ConnectionPool, current: Settings) -> str | None:
+    """Train the demo domain's router on its own labeled questions (plus the built-in set), once."""
+    from rag_server.demo import DEMO_DOMAIN, routing_data
+    from rag_server.domains import get_domain
+    from rag_server.embedding import get_embedder
+    from rag_server.routing.model import latest_version, load_labeled, save_model, train_with_default
+    from rag_server.routing.router import QueryRouter
+
+    with pool.connection() as conn:
+        domain = get_domain(conn, DEMO_DOMAIN)
+        if latest_version(conn, domain.id) is not None:
+            return None
+    embedder = get_embedder(current)
+    vocabulary = QueryRouter(pool, embedder, current).vocabulary(domain)
+    model = train_with_default(load_labeled(routing_data()), embedder, 1.0, vocabulary)
+    with pool.connection() as conn, conn.transaction():
+        version = save_model(conn, domain.id, model)
+    return f"v{version}, cross-validated accuracy {model.metrics['cv_accuracy']:.3f}"

@@ -25,3 +25,8 @@ def tables_dir() -> Path:
 
 def table_files() -> list[Path]:
     return sorted(tables_dir().glob("*.csv"))
+
+
+def routing_data() -> Path:
+    """Labeled questions about the demo (docs and tables) that train its router."""
+    return Path(__file__).resolve().parent / "routing.jsonl"

@@ -66,6 +66,13 @@ class Searcher:
                 )
             vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
         decision = _timed(timings, "route", lambda: self.router.route(request.query, domain, vector))
+        if decision.route == "sql":
+            try:
+                return replace(self._search(replace(request, route="sql"), vector, timings), routing=decision)
+            except RetrievalError as error:
+                # The tables could not answer after all: the chunks still can.
+                fallback = self._search(replace(request, route="hybrid"), vector, timings)
+                return replace(fallback, routing=decision, sql_error=str(error))
         result = self._search(replace(request, route=decision.route), vector, timings)  # type: ignore[arg-type]
         if decision.fanout_sql:
             try:

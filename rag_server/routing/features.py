@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag_server.errors import SqlDeclined
+from rag_server.sql import deterministic
+from rag_server.sql.catalog import Catalog
+
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/#]*")
 _QUESTION_START = re.compile(
     r"^\s*(what|how|why|when|where|who|whom|whose|which|can|could|does|do|did|is|are|was|were|should|would|"
@@ -112,6 +116,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "capitalized_share",
     "stopword_share",
     "mean_word_length",
+    "sql_expressible",
 )
 
 
@@ -123,6 +128,24 @@ class Vocabulary:
     columns: frozenset[str] = frozenset()
     values: frozenset[str] = frozenset()
     phrases: tuple[str, ...] = field(default=())
+    # The domain's full catalog, when known: the offline SQL generator then tells whether the question maps
+    # onto the tables (training rows described by names only have none).
+    catalog: Catalog | None = None
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> Vocabulary:
+        names = [
+            f"{table.name}.{column.name}" for table in catalog.tables.values() for column in table.columns
+        ]
+        values = [
+            str(value)
+            for table in catalog.tables.values()
+            for column in table.columns
+            if column.categorical and not _numeric(column.data_type)
+            for value in column.sample_values
+        ]
+        found = cls.from_schema(names, values)
+        return cls(found.tables, found.columns, found.values, found.phrases, catalog)
 
     @classmethod
     def from_schema(cls, names: Iterable[str], values: Iterable[str] = ()) -> Vocabulary:
@@ -142,6 +165,20 @@ class Vocabulary:
     @property
     def empty(self) -> bool:
         return not self.tables
+
+
+def _numeric(data_type: str) -> bool:
+    return any(kind in data_type for kind in ("int", "numeric", "double", "real", "decimal"))
+
+
+def _expressible(question: str, catalog: Catalog | None) -> float:
+    if catalog is None or not catalog.tables:
+        return 0.0
+    try:
+        deterministic.generate(question, catalog)
+    except SqlDeclined:
+        return 0.0
+    return 1.0
 
 
 def _forms(word: str) -> set[str]:
@@ -191,6 +228,7 @@ def handcrafted(question: str, vocabulary: Vocabulary) -> np.ndarray:
             capitalized / count,
             sum(word in _STOPWORDS for word in lowered) / count,
             sum(len(word) for word in words) / count,
+            _expressible(question, vocabulary.catalog),
         ],
         dtype=np.float32,
     )

@@ -22,7 +22,7 @@ from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
 
 ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
 # Bumped when features change: a stored model of another version is not used.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.jsonl"
 
 
@@ -143,8 +143,10 @@ def train(
     embedder: Embedder,
     c: float = 1.0,
     domain_vocabulary: Vocabulary | None = None,
+    weights: Sequence[float] | None = None,
 ) -> RouterModel:
-    """Fit the router on labeled questions; metrics include 5-fold cross-validated accuracy."""
+    """Fit the router on labeled questions (optionally weighted per row); metrics include 5-fold
+    cross-validated accuracy."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
@@ -158,8 +160,14 @@ def train(
     classifier = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
     counts = Counter(labels)
     folds = min(5, min(counts.values()))
-    cv = float(cross_val_score(classifier, inputs, labels, cv=folds).mean()) if folds >= 2 else None
-    classifier.fit(inputs, labels)
+    sample_weight = np.asarray(weights, dtype=np.float64) if weights is not None else None
+    params = {"sample_weight": sample_weight} if sample_weight is not None else None
+    cv = (
+        float(cross_val_score(classifier, inputs, labels, cv=folds, params=params).mean())
+        if folds >= 2
+        else None
+    )
+    classifier.fit(inputs, labels, sample_weight=sample_weight)
     coef, intercept = classifier.coef_, classifier.intercept_
     if len(classifier.classes_) == 2:
         # A binary fit has one row (the second class against the first): as softmax, the first class gets zeros.
@@ -174,6 +182,19 @@ def train(
         embedder.name,
         {"rows": len(rows), "per_route": dict(counts), "cv_accuracy": cv, "c": c},
     )
+
+
+def train_with_default(
+    rows: Sequence[LabeledQuestion],
+    embedder: Embedder,
+    c: float = 1.0,
+    domain_vocabulary: Vocabulary | None = None,
+) -> RouterModel:
+    """Train on the given rows plus the built-in set; the given rows weigh as much in total as the built-in
+    ones, however few they are (a domain's own questions should not drown)."""
+    built_in = load_labeled(DEFAULT_DATA)
+    weights = [len(built_in) / len(rows)] * len(rows) + [1.0] * len(built_in)
+    return train([*rows, *built_in], embedder, c, domain_vocabulary, weights)
 
 
 def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:

@@ -21,7 +21,7 @@ from rag_server.domains import Domain
 from rag_server.embedding import Embedder
 from rag_server.errors import ModelError
 from rag_server.llm import ChatModel, ModelCall
-from rag_server.routing.features import Vocabulary, handcrafted
+from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
 from rag_server.routing.model import (
     FEATURE_VERSION,
     ROUTER_ROUTES,
@@ -131,8 +131,17 @@ class QueryRouter:
             if decided is not None:
                 return decided
         if confidence >= self.settings.router_min_confidence:
-            return RouteDecision(route, confidence, reasons, model_name, probabilities)
-        mentions_tables = bool(features[16] or features[17] or features[18]) and not vocabulary.empty
+            # Chunks cannot answer an analytical question: when the tables can, SQL runs beside the chunk route.
+            expressible = route != "sql" and bool(features[FEATURE_NAMES.index("sql_expressible")])
+            if expressible:
+                reasons.append("sql too: the offline generator maps the question onto the tables")
+            return RouteDecision(
+                route, confidence, reasons, model_name, probabilities, fanout_sql=expressible
+            )
+        mentions = [
+            FEATURE_NAMES.index(name) for name in ("table_mentions", "column_mentions", "value_mentions")
+        ]
+        mentions_tables = bool(any(features[i] for i in mentions)) and not vocabulary.empty
         note = (
             f"low confidence ({confidence:.2f} for {route} < {self.settings.router_min_confidence}): hybrid"
         )
@@ -173,17 +182,7 @@ class QueryRouter:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             catalog = load_catalog(conn, domain)
-        names = [
-            f"{table.name}.{column.name}" for table in catalog.tables.values() for column in table.columns
-        ]
-        values = [
-            str(value)
-            for table in catalog.tables.values()
-            for column in table.columns
-            if column.categorical and not column.data_type.startswith(("int", "big", "num", "double", "real"))
-            for value in column.sample_values
-        ]
-        vocabulary = Vocabulary.from_schema(names, values)
+        vocabulary = Vocabulary.from_catalog(catalog)
         self._vocabularies[domain.id] = (stamp, vocabulary)
         return vocabulary
 

@@ -161,9 +161,8 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
         raise SqlDeclined(f"domain {catalog.domain!r} has no tables")
     text = _normalize(question)
     # A known value ("duplicate_charge", "New York") is data, not an ask: look for unsupported asks without them.
-    unsupported = next(
-        (phrase.strip() for phrase in _UNSUPPORTED if phrase in _without_values(text, catalog)), None
-    )
+    asks = _without_values(text, catalog)
+    unsupported = next((phrase.strip() for phrase in _UNSUPPORTED if phrase in asks), None)
     if unsupported:
         raise SqlDeclined(
             f"the question asks for something the offline generator cannot express ({unsupported!r})"
@@ -319,7 +318,7 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
 
 def _has_mentioned_value(text: str, table: CatalogTable) -> bool:
     return any(
-        len(form) > 1 and re.search(_value_pattern(form), text)
+        len(form) > 1 and form in text and re.search(_value_pattern(form), text)
         for column in table.columns
         if column.categorical and not _is_numeric(column)
         for value in column.sample_values
@@ -388,8 +387,7 @@ def _resolve_filters(text: str, catalog: Catalog, plan: _Plan) -> None:
             for value in sorted(column.sample_values, key=lambda v: -len(str(v))):
                 forms = _value_forms(str(value))
                 if any(
-                    len(form) > 1 and re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", text)
-                    for form in forms
+                    len(form) > 1 and form in text and re.search(_value_pattern(form), text) for form in forms
                 ):
                     key = str(value).lower()
                     if key in taken:
