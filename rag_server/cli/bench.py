@@ -1,4 +1,4 @@
-"""`rag-server bench ingest|retrieval`: benchmarks that print ratios and write JSON."""
+"""`rag-server bench ingest|retrieval|router`: benchmarks that print ratios and write JSON."""
 
 from __future__ import annotations
 
@@ -47,6 +47,53 @@ def bench_ingest(
         f"ratio             : {result.ratio:.1%} of raw encode (target >= 85%)\n"
         f"peak RSS          : {result.peak_rss_mb:.0f} MB; by quarter of the run: {result.rss_mb_by_quarter}\n"
         f"written to {output}"
+    )
+
+
+@app.command("router")
+@reports_errors
+def bench_router(
+    domain: str = typer.Option(
+        "demo", "--domain", "-d", help="Domain to route for (demo: ingested if missing)."
+    ),
+    questions: list[Path] = typer.Option(
+        None,
+        "--questions",
+        exists=True,
+        help="JSON-lines files with a text field (default: the demo's labeled questions).",
+    ),
+    rounds: int = typer.Option(3, min=1, help="Passes over the questions."),
+    output: Path = typer.Option(Path("reports/bench-router.json"), "--json", help="Where to write the JSON."),
+) -> None:
+    """Router latency p50/p95 next to the embedding and a hybrid search on the same questions."""
+    from evals.bench_router import load_questions, run_router_bench
+    from rag_server.cli.serve import ingest_demo
+    from rag_server.demo import DEMO_DOMAIN, routing_data
+    from rag_server.domains import get_domain
+    from rag_server.errors import NotFound
+    from rag_server.retrieval.search import Searcher
+
+    current = settings()
+    with database(current) as pool:
+        with pool.connection() as conn:
+            try:
+                found = get_domain(conn, domain)
+            except NotFound:
+                if domain != DEMO_DOMAIN:
+                    raise
+                found = None
+        if found is None:
+            ingest_demo(current)
+            with pool.connection() as conn:
+                found = get_domain(conn, domain)
+        texts = load_questions(questions or [routing_data()])
+        result = run_router_bench(Searcher(pool, get_embedder(current), current), found, texts, rounds)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    typer.echo(
+        f"router p50 {result['router_ms']['p50']} ms (p95 {result['router_ms']['p95']}; target p50 < 5 ms); "
+        f"embedding p50 {result['embed_ms']['p50']} ms; hybrid search p50 {result['hybrid_search_ms']['p50']} ms; "
+        f"router / hybrid = {result['router_over_hybrid_p50']} over {result['samples']} samples -> {output}"
     )
 
 

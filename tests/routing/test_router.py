@@ -207,3 +207,44 @@ def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, e
     alone = run_cli("train-router", "--data", str(data), "--without-default", "--json", env=env)
     assert json.loads(alone.stdout)["rows"] == 12
     assert np.isfinite(json.loads(alone.stdout)["cv_accuracy"])
+
+
+def test_auto_falls_back_to_hybrid_when_sql_cannot_answer(
+    module_settings: Settings, domains: dict[str, Domain]
+) -> None:
+    with TestClient(create_app(module_settings)) as client:
+        body = client.post(
+            "/v1/search",
+            json={"query": "what share of tickets were resolved by plan", "domain": "shop", "route": "auto"},
+        ).json()
+    if body["routing"]["route"] == "sql":
+        assert body["route"] == "hybrid" and "cannot express" in body["sql_error"]
+    else:  # the router sent it elsewhere: nothing to fall back from
+        assert body["route"] == body["routing"]["route"]
+
+
+def test_expressible_questions_fan_out_to_sql(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder, domains: dict[str, Domain]
+) -> None:
+    # A router that never says sql: analytical questions the tables can answer still reach SQL.
+    rows = [
+        LabeledQuestion(f"{w} question {i}", ("semantic", "keyword")[i % 2], ())
+        for i, w in enumerate("abcdefghij")
+    ]
+    model = train(rows, embedder)
+    with module_pool.connection() as conn, conn.transaction():
+        ensure_domain(conn, "shop2", embedder.name, embedder.dimension, HnswOptions())
+    with module_pool.connection() as conn:
+        from rag_server.domains import get_domain
+
+        shop2 = get_domain(conn, "shop2")
+    import_table_files(module_pool, shop2, table_files(), DEMO_TYPES)
+    with module_pool.connection() as conn, conn.transaction():
+        save_model(conn, shop2.id, model)
+    router = QueryRouter(
+        module_pool, embedder, module_settings.model_copy(update={"router_min_confidence": 0.0})
+    )
+    decision = router.route("How many customers are on the team plan?", shop2)
+    assert decision.route in {"semantic", "keyword"} and decision.fanout_sql
+    assert any("offline generator" in reason for reason in decision.reasons)
+    assert not router.route("why is the sky blue", shop2).fanout_sql
