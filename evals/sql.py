@@ -73,6 +73,19 @@ def _import_tables(pool: ConnectionPool, domain: Domain, folder: Path) -> str:
     return schema_for(domain)
 
 
+def _load(
+    pool: ConnectionPool,
+    settings: Settings,
+    embedder: Embedder,
+    dataset: Path,
+    file_name: str | None,
+    tables: Path | None,
+) -> tuple[list[SqlQuestion], dict[str, LoadedDatabase]]:
+    questions = load_questions(dataset, file_name)
+    names = sorted({question.database for question in questions})
+    return questions, load_databases(pool, settings, embedder, dataset, names, tables)
+
+
 def run_gold_check(
     pool: ConnectionPool,
     settings: Settings,
@@ -82,10 +95,7 @@ def run_gold_check(
     tables: Path | None = None,
 ) -> dict[str, Any]:
     """Every gold alternative through the validator and the sandbox, compared with running it directly."""
-    questions = load_questions(dataset, file_name)
-    databases = load_databases(
-        pool, settings, embedder, dataset, sorted({q.database for q in questions}), tables
-    )
+    questions, databases = _load(pool, settings, embedder, dataset, file_name, tables)
     limits = _limits(settings)
     failures: list[dict[str, Any]] = []
     total = 0
@@ -204,10 +214,7 @@ def run_accuracy(
     tables: Path | None = None,
 ) -> dict[str, Any]:
     """Execution accuracy of `generate` per category: accepted questions, matches among them and overall."""
-    questions = load_questions(dataset, file_name)
-    databases = load_databases(
-        pool, settings, embedder, dataset, sorted({q.database for q in questions}), tables
-    )
+    questions, databases = _load(pool, settings, embedder, dataset, file_name, tables)
     limits = _limits(settings)
     per_question = [_score(pool, databases[q.database], q, generate, limits) for q in questions]
     by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)

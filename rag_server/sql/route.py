@@ -43,6 +43,28 @@ class SqlEvidence:
     attempts: list[dict[str, str]] = field(default_factory=list)
     model_calls: list[ModelCall] = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        question: str,
+        result: QueryResult,
+        tables: list[str],
+        generator: str,
+        attempts: list[dict[str, str]] | None = None,
+        calls: list[ModelCall] | None = None,
+    ) -> SqlEvidence:
+        return cls(
+            question,
+            result.sql,
+            result.columns,
+            result.rows,
+            result.truncated,
+            tables,
+            generator,
+            attempts or [],
+            calls or [],
+        )
+
     def citation(self) -> dict[str, Any]:
         return {
             "kind": "table",
@@ -121,16 +143,8 @@ class SqlRoute:
         started = time.perf_counter()
         sql = deterministic.generate(question, catalog)
         timings["generate"] = _ms(started)
-        result, validated_tables = self._run(sql, catalog, timings)
-        return SqlEvidence(
-            question,
-            result.sql,
-            result.columns,
-            result.rows,
-            result.truncated,
-            validated_tables,
-            "deterministic",
-        )
+        result, used = self._run(sql, catalog, timings)
+        return SqlEvidence.of(question, result, used, "deterministic")
 
     def _with_model(
         self, question: str, domain: Domain, catalog: Catalog, timings: dict[str, float]
@@ -158,17 +172,7 @@ class SqlRoute:
                 failures.append((sql, str(error)))
                 continue
             attempts = [{"sql": failed, "error": error} for failed, error in failures]
-            return SqlEvidence(
-                question,
-                result.sql,
-                result.columns,
-                result.rows,
-                result.truncated,
-                used,
-                "llm",
-                attempts,
-                calls,
-            )
+            return SqlEvidence.of(question, result, used, "llm", attempts, calls)
         raise SqlExecutionError(f"no valid SQL after {len(failures)} attempts; last error: {failures[-1][1]}")
 
     def _run(self, sql: str, catalog: Catalog, timings: dict[str, float]) -> tuple[QueryResult, list[str]]:
