@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 
 import numpy as np
@@ -172,7 +172,10 @@ class BM25Index:
         return totals
 
     def search(
-        self, query_terms: Iterable[str], k: int, allowed: np.ndarray | Sequence[int] | None = None
+        self,
+        query_terms: Iterable[str] | Mapping[str, float],
+        k: int,
+        allowed: np.ndarray | Sequence[int] | None = None,
     ) -> list[tuple[int, float]]:
         """The top `k` documents as (id, score), by score descending, then id ascending.
 
@@ -194,12 +197,18 @@ class BM25Index:
         order = np.lexsort((ids, -scores))[:k]
         return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))
 
-    def _postings(self, query_terms: Iterable[str]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    def _postings(
+        self, query_terms: Iterable[str] | Mapping[str, float]
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(column, rows, weights) of each distinct known query term, in order of first appearance;
-        a term repeated r times has its weights times r (rank-bm25 adds them r times)."""
-        counts: dict[str, int] = {}
-        for term in query_terms:
-            counts[term] = counts.get(term, 0) + 1
+        a term repeated r times has its weights times r (rank-bm25 adds them r times). A mapping gives
+        each term its own factor instead (expanded queries)."""
+        counts: dict[str, float] = {}
+        if isinstance(query_terms, Mapping):
+            counts = {term: float(factor) for term, factor in query_terms.items() if factor > 0}
+        else:
+            for term in query_terms:
+                counts[term] = counts.get(term, 0) + 1
         indptr, indices, data = self._weights.indptr, self._weights.indices, self._weights.data
         postings = []
         for term, count in counts.items():
@@ -208,7 +217,7 @@ class BM25Index:
                 continue
             start, end = indptr[column], indptr[column + 1]
             weights = data[start:end].astype(np.float64, copy=False)
-            postings.append((column, indices[start:end], weights * count if count > 1 else weights))
+            postings.append((column, indices[start:end], weights * count if count != 1 else weights))
         return postings
 
     def _sum(self, postings: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

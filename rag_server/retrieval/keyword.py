@@ -32,6 +32,16 @@ class BM25Parameters:
 
 
 @dataclass(frozen=True)
+class Expansion:
+    """RM3-style pseudo-relevance feedback: the top `documents` of a first pass give `terms` new terms,
+    weighted by their share of those documents (weighted by score); the original query keeps `keep`."""
+
+    documents: int = 10
+    terms: int = 10
+    keep: float = 0.6
+
+
+@dataclass(frozen=True)
 class _Built:
     generation: int
     index: BM25Index
@@ -40,9 +50,12 @@ class _Built:
 class KeywordIndexes:
     """The BM25 indexes of this process, one per domain, rebuilt when the domain's generation moves."""
 
-    def __init__(self, analyzer: Analyzer, parameters: BM25Parameters) -> None:
+    def __init__(
+        self, analyzer: Analyzer, parameters: BM25Parameters, expansion: Expansion | None = None
+    ) -> None:
         self.analyzer = analyzer
         self.parameters = parameters
+        self.expansion = expansion
         self._built: dict[int, _Built] = {}
         self._lock = threading.Lock()
 
@@ -55,7 +68,11 @@ class KeywordIndexes:
             return []
         built = self.current(conn, domain)
         allowed = _allowed(conn, domain, filters) if filters else None
-        hits = built.index.search(terms, k, allowed)
+        if self.expansion is not None:
+            feedback = built.index.search(terms, self.expansion.documents, allowed)
+            hits = built.index.search(_expanded(conn, terms, feedback, self.expansion), k, allowed)
+        else:
+            hits = built.index.search(terms, k, allowed)
         return _chunks(conn, hits)
 
     def current(self, conn: psycopg.Connection[Any], domain: Domain) -> _Built:
@@ -86,6 +103,33 @@ class KeywordIndexes:
         parameters = self.parameters
         index = BM25Index(ids, term_lists, k1=parameters.k1, b=parameters.b, epsilon=parameters.epsilon)
         return _Built(row[0] if row else -1, index)
+
+
+def _expanded(
+    conn: psycopg.Connection[Any], terms: list[str], feedback: list[tuple[int, float]], expansion: Expansion
+) -> dict[str, float]:
+    """RM3: the query's terms (weight `keep`, shared) plus the feedback documents' most likely terms."""
+    query: dict[str, float] = {}
+    for term in terms:
+        query[term] = query.get(term, 0.0) + expansion.keep / len(terms)
+    if not feedback:
+        return query
+    scores = dict(feedback)
+    total_score = sum(scores.values()) or 1.0
+    relevance: dict[str, float] = {}
+    for chunk_id, chunk_terms in conn.execute(
+        "SELECT id, terms FROM chunks WHERE id = ANY(%s)", ([chunk_id for chunk_id, _ in feedback],)
+    ):
+        if not chunk_terms:
+            continue
+        weight = scores[chunk_id] / total_score / len(chunk_terms)
+        for term in chunk_terms:
+            relevance[term] = relevance.get(term, 0.0) + weight
+    top = sorted(relevance.items(), key=lambda item: -item[1])[: expansion.terms]
+    mass = sum(value for _, value in top) or 1.0
+    for term, value in top:
+        query[term] = query.get(term, 0.0) + (1 - expansion.keep) * value / mass
+    return query
 
 
 def _allowed(conn: psycopg.Connection[Any], domain: Domain, filters: dict[str, Any]) -> np.ndarray:

@@ -16,7 +16,7 @@ from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
-from rag_server.retrieval.keyword import BM25Parameters, KeywordIndexes
+from rag_server.retrieval.keyword import BM25Parameters, Expansion, KeywordIndexes
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
 from rag_server.routing.router import QueryRouter, RouteDecision
@@ -38,7 +38,8 @@ class Searcher:
         self.router = QueryRouter(pool, embedder, settings, self.sql.model)
         analyzer = configured_analyzer(settings)
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
-        self.keyword = KeywordIndexes(analyzer, parameters)
+        expansion = Expansion() if settings.keyword_expansion == "rm3" else None
+        self.keyword = KeywordIndexes(analyzer, parameters, expansion)
 
     def search(self, request: SearchRequest, query_vector: np.ndarray | None = None) -> SearchResult:
         """Rank the domain's chunks for the request's query by its route.

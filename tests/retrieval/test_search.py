@@ -52,8 +52,12 @@ def test_identifier_query_is_found_by_keyword(searcher: Searcher) -> None:
 
 
 def test_keyword_scores_equal_rank_bm25_on_the_stored_terms(
-    searcher: Searcher, module_pool: ConnectionPool
+    module_pool: ConnectionPool, module_settings: Settings, embedder: SentenceTransformerEmbedder
 ) -> None:
+    # Without query expansion the keyword route is plain BM25Okapi.
+    searcher = Searcher(
+        module_pool, embedder, module_settings.model_copy(update={"keyword_expansion": "none"})
+    )
     with module_pool.connection() as conn:
         domain = get_domain(conn, DOMAIN)
         rows = conn.execute(
@@ -167,3 +171,21 @@ def test_halfvec_index_finds_the_same_neighbours(
             )
         )
     assert domain.model.index_name("halfvec") in plan
+
+
+def test_rm3_expansion_adds_feedback_terms_and_keeps_the_query(
+    searcher: Searcher, module_pool: ConnectionPool
+) -> None:
+    from rag_server.retrieval.keyword import Expansion, _expanded
+
+    with module_pool.connection() as conn:
+        domain = get_domain(conn, DOMAIN)
+        built = searcher.keyword.current(conn, domain)
+        terms = searcher.keyword.analyzer.terms("reset password")
+        feedback = built.index.search(terms, 5)
+        query = _expanded(conn, terms, feedback, Expansion(documents=5, terms=8, keep=0.6))
+    assert all(term in query for term in terms)
+    assert sum(query[t] for t in terms) >= 0.6 - 1e-9  # the original terms keep at least their share
+    assert len(query) > len(terms) and abs(sum(query.values()) - 1.0) < 1e-6
+    result = searcher.search(SearchRequest("reset password", DOMAIN, "keyword", 3))
+    assert result.chunks[0].external_id == "howto/reset-password.md"
