@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # eval sets for keyword (mean of the shared four 0.388 -> 0.396) and on four of five for hybrid; see README.
     keyword_expansion: Literal["none", "rm3"] = "rm3"
 
+    # Model multi-query expansion of the semantic route (needs a model; one call per search). Off by default:
+    # keep it only where `eval retrieval` with your model shows a gain.
+    semantic_expansion: Literal["none", "multiquery"] = "none"
+    multiquery_count: int = Field(default=3, ge=1, le=10)
+
     # --- hybrid route ---
     # Convex 0.7 measured best on the four shared BEIR sets (mean nDCG@10 0.449 vs RRF k=60 0.441); see README.
     fusion: Literal["rrf", "convex"] = "convex"

@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "sql": result.sql.as_dict() if result.sql else None,
             "sql_error": result.sql_error,
             "routing": result.routing.as_dict() if result.routing else None,
+            "model_calls": [call.as_dict() for call in result.model_calls],
         }
 
     @app.get("/v1/domains")

@@ -14,9 +14,11 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
+from rag_server.llm import ChatModel, ModelCall, model_configured
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from rag_server.retrieval.keyword import BM25Parameters, Expansion, KeywordIndexes
+from rag_server.retrieval.multiquery import rephrasings
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
 from rag_server.routing.router import QueryRouter, RouteDecision
@@ -34,8 +36,10 @@ class Searcher:
         self.pool = pool
         self.embedder = embedder
         self.settings = settings
-        self.sql = SqlRoute(pool, embedder, settings)
-        self.router = QueryRouter(pool, embedder, settings, self.sql.model)
+        # One client for every model call a search may make: SQL, routing, multi-query expansion.
+        self.model = ChatModel(settings) if model_configured(settings) else None
+        self.sql = SqlRoute(pool, embedder, settings, self.model)
+        self.router = QueryRouter(pool, embedder, settings, self.model)
         analyzer = configured_analyzer(settings)
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         expansion = Expansion() if settings.keyword_expansion == "rm3" else None
@@ -89,6 +93,7 @@ class Searcher:
         if request.route == "sql":
             evidence = self.sql.answer(request.query, request.domain, timings)
             return SearchResult("sql", [], timings, evidence)
+        calls: list[ModelCall] = []
         with self.pool.connection() as conn:
             domain = get_domain(conn, request.domain)
             if (
@@ -108,16 +113,16 @@ class Searcher:
                     lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters),
                 )
             elif request.route == "semantic":
-                chunks = self._semantic(conn, domain, request, request.k, timings, query_vector)
+                chunks = self._semantic(conn, domain, request, request.k, timings, query_vector, calls)
             else:
-                semantic = self._semantic(conn, domain, request, depth, timings, query_vector)
+                semantic = self._semantic(conn, domain, request, depth, timings, query_vector, calls)
                 keyword = _timed(
                     timings,
                     "keyword",
                     lambda: self.keyword.search(conn, domain, request.query, depth, request.filters),
                 )
                 chunks = _timed(timings, "fuse", lambda: self._fuse(semantic, keyword, request.k))
-        return SearchResult(request.route, chunks, timings)
+        return SearchResult(request.route, chunks, timings, model_calls=calls)
 
     def _semantic(
         self,
@@ -127,22 +132,50 @@ class Searcher:
         k: int,
         timings: dict[str, float],
         vector: np.ndarray | None,
+        calls: list[ModelCall],
     ) -> list[ScoredChunk]:
         if vector is None:
             vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
-        return _timed(
-            timings,
-            "semantic",
-            lambda: semantic_search(
+
+        def search(query_vector: np.ndarray) -> list[ScoredChunk]:
+            return semantic_search(
                 conn,
                 domain,
-                vector,
+                query_vector,
                 k,
                 request.filters,
                 self.settings.ef_search,
                 self.settings.vector_precision,
-            ),
+            )
+
+        if self.settings.semantic_expansion == "multiquery" and self.model is not None:
+            return self._multiquery(request.query, vector, k, timings, calls, search)
+        return _timed(timings, "semantic", lambda: search(vector))
+
+    def _multiquery(
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        timings: dict[str, float],
+        calls: list[ModelCall],
+        search: Callable[[np.ndarray], list[ScoredChunk]],
+    ) -> list[ScoredChunk]:
+        """The query and the model's rephrasings, each searched, fused by reciprocal rank."""
+        model = self.model
+        assert model is not None
+        texts, call = _timed(
+            timings, "expand", lambda: rephrasings(model, query, self.settings.multiquery_count)
         )
+        if call is not None:
+            calls.append(call)
+        vectors = [vector, *(_timed(timings, "embed", lambda: self.embedder.embed(texts)) if texts else [])]
+        lists = _timed(timings, "semantic", lambda: [search(v) for v in vectors])
+        by_id = {chunk.chunk_id: chunk for found in reversed(lists) for chunk in found}
+        fused = reciprocal_rank_fusion(
+            [[chunk.chunk_id for chunk in found] for found in lists], self.settings.rrf_k
+        )
+        return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused[:k]]
 
     def _fuse(self, semantic: list[ScoredChunk], keyword: list[ScoredChunk], k: int) -> list[ScoredChunk]:
         by_id = {chunk.chunk_id: chunk for chunk in [*keyword, *semantic]}

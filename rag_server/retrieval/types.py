@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
+    from rag_server.llm import ModelCall
     from rag_server.routing.router import RouteDecision
     from rag_server.sql.route import SqlEvidence
 
@@ -62,6 +63,8 @@ class SearchResult:
     routing: RouteDecision | None = None
     # Why the sql part of a fan-out found nothing (the chunks still answer).
     sql_error: str | None = None
+    # Model calls the search itself made (multi-query expansion), with their tokens and cost.
+    model_calls: list[ModelCall] = field(default_factory=list)
 
     @property
     def total_ms(self) -> float:

@@ -101,9 +101,8 @@ class SqlRoute:
             settings.sql_row_cap, settings.sql_statement_timeout_ms, settings.sql_max_cost
         )
         self.tables = TableSelector(embedder)
-        self.model = model
-        if model is None and _uses_model(settings):
-            self.model = ChatModel(settings)
+        # The model writes SQL unless RAG_SQL_GENERATOR says otherwise (or none is configured).
+        self.model = (model or ChatModel(settings)) if _uses_model(settings) else None
 
     @property
     def generator_name(self) -> str:

@@ -248,3 +248,29 @@ def test_expressible_questions_fan_out_to_sql(
     assert decision.route in {"semantic", "keyword"} and decision.fanout_sql
     assert any("offline generator" in reason for reason in decision.reasons)
     assert not router.route("why is the sky blue", shop2).fanout_sql
+
+
+def test_multiquery_expansion_searches_the_models_rephrasings(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder
+) -> None:
+    from ingest.pipeline import Ingestion
+    from rag_server.demo import corpus_dir
+    from rag_server.retrieval.search import Searcher
+    from rag_server.retrieval.types import SearchRequest
+
+    Ingestion.from_settings(module_pool, module_settings).run([corpus_dir()], "mq")
+    script = lambda body: '["refund policy for annual plans", "money back on a yearly subscription"]'  # noqa: E731
+    with ScriptedLLM(script) as llm:
+        settings = module_settings.model_copy(
+            update={
+                "openai_base_url": llm.base_url,
+                "semantic_expansion": "multiquery",
+                "sql_generator": "deterministic",
+            }
+        )
+        searcher = Searcher(module_pool, embedder, settings)
+        result = searcher.search(SearchRequest("zqx", "mq", "semantic", 5))
+    assert "expand" in result.timings_ms and result.model_calls[0].purpose == "multiquery"
+    assert result.chunks[0].external_id == "policies/refund-policy.md"
+    assert searcher.sql.model is None  # RAG_SQL_GENERATOR=deterministic keeps SQL offline
+    assert llm.requests[0]["messages"][1]["content"] == "zqx"
