@@ -20,7 +20,7 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, HnswOptions, ensure_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import NotFound, RagError, SqlDeclined
-from rag_server.sql.catalog import Catalog, load_catalog, schema_for
+from rag_server.sql.catalog import Catalog, load_catalog
 from rag_server.sql.sandbox import SandboxLimits, execute, json_value
 from rag_server.sql.validator import validate
 
@@ -70,7 +70,7 @@ def _import_tables(pool: ConnectionPool, domain: Domain, folder: Path) -> str:
     report = import_table_files(pool, domain, files, {})
     if report["failed"]:
         raise RagError(f"cannot import the eval tables: {report['failed']}")
-    return schema_for(domain)
+    return domain.tables_schema
 
 
 def _load(
@@ -96,7 +96,7 @@ def run_gold_check(
 ) -> dict[str, Any]:
     """Every gold alternative through the validator and the sandbox, compared with running it directly."""
     questions, databases = _load(pool, settings, embedder, dataset, file_name, tables)
-    limits = _limits(settings)
+    limits = SandboxLimits.from_settings(settings)
     failures: list[dict[str, Any]] = []
     total = 0
     for question in questions:
@@ -196,10 +196,6 @@ def _choices(candidates: list[list[int]], limit: int) -> list[list[int]]:
     return found
 
 
-def _limits(settings: Settings) -> SandboxLimits:
-    return SandboxLimits(settings.sql_row_cap, settings.sql_statement_timeout_ms, settings.sql_max_cost)
-
-
 Generate = Callable[[str, LoadedDatabase], str]
 
 
@@ -215,7 +211,7 @@ def run_accuracy(
 ) -> dict[str, Any]:
     """Execution accuracy of `generate` per category: accepted questions, matches among them and overall."""
     questions, databases = _load(pool, settings, embedder, dataset, file_name, tables)
-    limits = _limits(settings)
+    limits = SandboxLimits.from_settings(settings)
     per_question = [_score(pool, databases[q.database], q, generate, limits) for q in questions]
     by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result in per_question:

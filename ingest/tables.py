@@ -54,8 +54,7 @@ def is_table_file(path: Path) -> bool:
 
 def table_name_for(path: Path) -> str:
     """`Orders 2024.csv` -> `orders_2024`."""
-    name = re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "table"
-    return check_table_name(name if not name[0].isdigit() else f"t_{name}")
+    return check_table_name(_identifier(path.stem, "table", "t_"))
 
 
 def parse_type_overrides(values: list[str]) -> dict[str, str]:
@@ -109,8 +108,13 @@ def postgres_type(arrow_type: pa.DataType) -> str:
 
 def column_name_for(name: str) -> str:
     """Header cells become lower-case identifiers: `Order Date` -> `order_date`."""
-    cleaned = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_") or "column"
-    return cleaned if not cleaned[0].isdigit() else f"c_{cleaned}"
+    return _identifier(name, "column", "c_")
+
+
+def _identifier(text: str, fallback: str, digit_prefix: str) -> str:
+    """Lower case, runs of other characters to `_`, never empty, never starting with a digit."""
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", text.strip().lower()).strip("_") or fallback
+    return cleaned if not cleaned[0].isdigit() else f"{digit_prefix}{cleaned}"
 
 
 def import_table(

@@ -56,18 +56,10 @@ def eval_retrieval(
     routes = list(CHUNK_ROUTES) if route == "all" else [route]
     if any(name not in (*CHUNK_ROUTES, "auto") for name in routes):
         raise RagError(f"unknown route {route!r}; use one of {', '.join(CHUNK_ROUTES)}, auto or all")
-    corpus = corpus or dataset
-    if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
-        raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
     domain = domain or _domain_name(dataset)
     current = settings()
     with database(current) as pool:
-        summary = Ingestion.from_settings(pool, current).run([corpus], domain)
-        typer.echo(
-            f"corpus: {summary.documents_added} added, {summary.documents_updated} updated, "
-            f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed ({summary.seconds:.1f}s)",
-            err=True,
-        )
+        _ingest_corpus(Ingestion.from_settings(pool, current), dataset, corpus, domain)
         searcher = Searcher(pool, get_embedder(current), current)
         with tqdm(desc="queries", unit=" q", disable=not sys.stderr.isatty()) as bar:
             report = run_retrieval_eval(searcher, dataset, domain, routes, depth, bar.update)
@@ -144,15 +136,12 @@ def eval_routing(
     from ingest.tables import find_table_files, import_table_files
     from rag_server.retrieval.search import Searcher
 
-    corpus = corpus or dataset
-    if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
-        raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
     labels = labels or (dataset / LABELS_FILE if (dataset / LABELS_FILE).is_file() else None)
     domain = domain or _domain_name(dataset)
     current = settings()
     with database(current) as pool:
         ingestion = Ingestion.from_settings(pool, current)
-        ingestion.run([corpus], domain)
+        _ingest_corpus(ingestion, dataset, corpus, domain)
         if tables:
             imported = import_table_files(
                 pool, ingestion.domain(domain), find_table_files([tables], True), {}
@@ -289,6 +278,19 @@ def _accuracy_table(report: dict[str, Any]) -> str:
             f"{summary['coverage']:.3f} | {summary['accuracy']:.3f} | {summary['accuracy_on_accepted']:.3f} |"
         )
     return "\n".join(lines)
+
+
+def _ingest_corpus(ingestion: Any, dataset: Path, corpus: Path | None, domain: str) -> None:
+    """Ingest the eval corpus (the data set's corpus.jsonl unless given) into the domain, incrementally."""
+    corpus = corpus or dataset
+    if corpus == dataset and not (dataset / "corpus.jsonl").is_file():
+        raise RagError(f"no corpus.jsonl in {dataset}; pass --corpus PATH")
+    summary = ingestion.run([corpus], domain)
+    typer.echo(
+        f"corpus: {summary.documents_added} added, {summary.documents_updated} updated, "
+        f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed ({summary.seconds:.1f}s)",
+        err=True,
+    )
 
 
 def _domain_name(dataset: Path) -> str:

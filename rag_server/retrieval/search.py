@@ -52,59 +52,64 @@ class Searcher:
         """
         _check(request)
         timings: dict[str, float] = {}
+        with self.pool.connection() as conn:
+            domain = get_domain(conn, request.domain)
         if request.route == "auto":
-            return self._routed(request, query_vector, timings)
-        result = self._search(request, query_vector, timings)
+            return self._routed(request, domain, query_vector, timings)
+        result = self._search(request, domain, query_vector, timings)
         return replace(result, routing=RouteDecision.requested(request.route))
 
     def _routed(
-        self, request: SearchRequest, vector: np.ndarray | None, timings: dict[str, float]
+        self, request: SearchRequest, domain: Domain, vector: np.ndarray | None, timings: dict[str, float]
     ) -> SearchResult:
-        """Ask the router, then run the chosen route (and SQL beside hybrid on a low-confidence fan-out)."""
-        with self.pool.connection() as conn:
-            domain = get_domain(conn, request.domain)
+        """Ask the router, then run the chosen route (and SQL beside it when the router fans out)."""
         if vector is None:
-            if domain.model.name != self.embedder.name:
-                raise EmbeddingModelMismatch(
-                    f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
-                    f"but the configured model is {self.embedder.name!r}"
-                )
+            self._check_model(domain)
             vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
         decision = _timed(timings, "route", lambda: self.router.route(request.query, domain, vector))
         if decision.route == "sql":
             try:
-                return replace(self._search(replace(request, route="sql"), vector, timings), routing=decision)
+                result = self._search(replace(request, route="sql"), domain, vector, timings)
             except RetrievalError as error:
                 # The tables could not answer after all: the chunks still can.
-                fallback = self._search(replace(request, route="hybrid"), vector, timings)
-                return replace(fallback, routing=decision, sql_error=str(error))
-        result = self._search(replace(request, route=decision.route), vector, timings)  # type: ignore[arg-type]
-        if decision.fanout_sql:
-            try:
-                evidence = self.sql.answer(request.query, request.domain, timings)
-                result = replace(result, sql=evidence)
-            except RetrievalError as error:
+                result = self._search(replace(request, route="hybrid"), domain, vector, timings)
                 result = replace(result, sql_error=str(error))
+        else:
+            result = self._search(replace(request, route=decision.route), domain, vector, timings)  # type: ignore[arg-type]
+            if decision.fanout_sql:
+                result = self._with_sql(result, request, timings)
         return replace(result, routing=decision)
 
+    def _with_sql(
+        self, result: SearchResult, request: SearchRequest, timings: dict[str, float]
+    ) -> SearchResult:
+        """The result with the sql route's evidence beside its chunks, or with why SQL could not answer."""
+        try:
+            return replace(result, sql=self.sql.answer(request.query, request.domain, timings))
+        except RetrievalError as error:
+            return replace(result, sql_error=str(error))
+
+    def _check_model(self, domain: Domain) -> None:
+        if domain.model.name != self.embedder.name:
+            raise EmbeddingModelMismatch(
+                f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
+                f"but the configured model is {self.embedder.name!r}"
+            )
+
     def _search(
-        self, request: SearchRequest, query_vector: np.ndarray | None, timings: dict[str, float]
+        self,
+        request: SearchRequest,
+        domain: Domain,
+        query_vector: np.ndarray | None,
+        timings: dict[str, float],
     ) -> SearchResult:
         if request.route == "sql":
             evidence = self.sql.answer(request.query, request.domain, timings)
             return SearchResult("sql", [], timings, evidence)
+        if query_vector is None and request.route != "keyword":
+            self._check_model(domain)
         calls: list[ModelCall] = []
         with self.pool.connection() as conn:
-            domain = get_domain(conn, request.domain)
-            if (
-                query_vector is None
-                and domain.model.name != self.embedder.name
-                and request.route != "keyword"
-            ):
-                raise EmbeddingModelMismatch(
-                    f"domain {domain.name!r} was embedded with {domain.model.name!r}, "
-                    f"but the configured model is {self.embedder.name!r}"
-                )
             depth = max(self.settings.candidate_depth, request.k)
             if request.route == "keyword":
                 chunks = _timed(

@@ -141,8 +141,7 @@ class Vocabulary:
             str(value)
             for table in catalog.tables.values()
             for column in table.columns
-            if column.categorical and not _numeric(column.data_type)
-            for value in column.sample_values
+            for value in column.text_values
         ]
         found = cls.from_schema(names, values)
         return cls(found.tables, found.columns, found.values, found.phrases, catalog)
@@ -165,10 +164,6 @@ class Vocabulary:
     @property
     def empty(self) -> bool:
         return not self.tables
-
-
-def _numeric(data_type: str) -> bool:
-    return any(kind in data_type for kind in ("int", "numeric", "double", "real", "decimal"))
 
 
 def _expressible(question: str, catalog: Catalog | None) -> float:

@@ -108,8 +108,11 @@ class QueryRouter:
     def route(self, question: str, domain: Domain, vector: np.ndarray | None = None) -> RouteDecision:
         if vector is None:
             vector = self.embedder.embed([question])[0]
-        model, model_name = self.model_for(domain)
-        vocabulary = self.vocabulary(domain)
+        # One connection for both lookups: this is on every routed search's path.
+        with self.pool.connection() as conn:
+            trained = self._trained_model(conn, domain)
+            vocabulary = self._vocabulary(conn, domain)
+        model, model_name = trained or (self._default_model(), "default")
         features = handcrafted(question, vocabulary)
         probabilities = dict(zip(model.classes, model.probabilities(features, vector).tolist(), strict=True))
         reasons: list[str] = []
@@ -154,35 +157,42 @@ class QueryRouter:
             fanout_sql=mentions_tables,
         )
 
-    def model_for(self, domain: Domain) -> tuple[RouterModel, str]:
-        """The domain's newest trained model (for this embedding model), else the built-in one."""
+    def vocabulary(self, domain: Domain) -> Vocabulary:
+        """The domain's table words and catalog, as the features see them."""
         with self.pool.connection() as conn:
-            version = latest_version(conn, domain.id)
-            cached = self._models.get(domain.id)
-            if version is not None and (cached is None or cached[0] != version):
-                model = load_model(conn, domain.id, version)
-                usable = (
-                    model.embedding_model == self.embedder.name and model.feature_version == FEATURE_VERSION
-                )
-                self._models[domain.id] = (version, model if usable else None, f"{domain.name} v{version}")
-                cached = self._models[domain.id]
-        if version is not None and cached is not None and cached[1] is not None:
-            return cached[1], cached[2]
+            return self._vocabulary(conn, domain)
+
+    def _trained_model(self, conn: Any, domain: Domain) -> tuple[RouterModel, str] | None:
+        """The domain's newest trained model, if it fits this embedding model and feature version."""
+        version = latest_version(conn, domain.id)
+        if version is None:
+            return None
+        cached = self._models.get(domain.id)
+        if cached is None or cached[0] != version:
+            model = load_model(conn, domain.id, version)
+            usable = model.embedding_model == self.embedder.name and model.feature_version == FEATURE_VERSION
+            cached = (version, model if usable else None, f"{domain.name} v{version}")
+            self._models[domain.id] = cached
+        return (cached[1], cached[2]) if cached[1] is not None else None
+
+    def _default_model(self) -> RouterModel:
         with self._lock:
             if self._default is None:
                 self._default = default_model(self.embedder, self.settings.data_dir)
-        return self._default, "default"
+            return self._default
 
-    def vocabulary(self, domain: Domain) -> Vocabulary:
-        with self.pool.connection() as conn:
-            stamp = conn.execute(
-                "SELECT count(*), max(updated_at) FROM sql_tables WHERE domain_id = %s", (domain.id,)
-            ).fetchone()
-            cached = self._vocabularies.get(domain.id)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-            catalog = load_catalog(conn, domain)
-        vocabulary = Vocabulary.from_catalog(catalog)
+    def _vocabulary(self, conn: Any, domain: Domain) -> Vocabulary:
+        # Tables and joins both shape the vocabulary's catalog (the offline generator joins on the latter).
+        stamp = conn.execute(
+            "SELECT count(*), max(updated_at),"
+            " (SELECT coalesce(max(id), 0) FROM sql_joins WHERE domain_id = %s)"
+            " FROM sql_tables WHERE domain_id = %s",
+            (domain.id, domain.id),
+        ).fetchone()
+        cached = self._vocabularies.get(domain.id)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        vocabulary = Vocabulary.from_catalog(load_catalog(conn, domain))
         self._vocabularies[domain.id] = (stamp, vocabulary)
         return vocabulary
 

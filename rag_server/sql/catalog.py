@@ -24,6 +24,8 @@ SAMPLE_COUNT = 5
 _SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
 _SERVER_TABLES = {"chunks", "documents", "domains", "embedding_models", "ingestion_runs", "schema_migrations"}
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_NUMERIC_TYPES = ("int", "numeric", "double", "real", "decimal", "money")
+_DATE_TYPES = ("date", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,19 @@ class CatalogColumn:
     def categorical(self) -> bool:
         """All of the column's values are known (few distinct ones)."""
         return 0 < self.distinct_count <= CATEGORICAL_MAX and len(self.sample_values) == self.distinct_count
+
+    @property
+    def is_numeric(self) -> bool:
+        return any(kind in self.data_type for kind in _NUMERIC_TYPES) and "interval" not in self.data_type
+
+    @property
+    def is_date(self) -> bool:
+        return self.data_type.startswith(_DATE_TYPES)
+
+    @property
+    def text_values(self) -> tuple[Any, ...]:
+        """Every value of a categorical, non-numeric column (what a question names: "urgent", "eu"); else ()."""
+        return self.sample_values if self.categorical and not self.is_numeric else ()
 
 
 @dataclass(frozen=True)
@@ -96,11 +111,6 @@ class Catalog:
         return found
 
 
-def schema_for(domain: Domain) -> str:
-    """The schema that holds a domain's imported tables."""
-    return domain.tables_schema
-
-
 def check_table_name(name: str) -> str:
     if not TABLE_NAME.match(name):
         raise RetrievalError(
@@ -131,7 +141,7 @@ def load_catalog(conn: psycopg.Connection[Any], domain: Domain) -> Catalog:
             (domain.id,),
         )
     )
-    return Catalog(domain.name, schema_for(domain), tables, joins)
+    return Catalog(domain.name, domain.tables_schema, tables, joins)
 
 
 def _columns_by_table(conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, tuple[CatalogColumn, ...]]:
@@ -165,7 +175,7 @@ def ensure_reader_role(conn: psycopg.Connection[Any]) -> None:
 
 def ensure_schema(conn: psycopg.Connection[Any], domain: Domain) -> str:
     """The domain's table schema, created if missing; the sandbox role may look up names in it."""
-    schema = schema_for(domain)
+    schema = domain.tables_schema
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     conn.execute(
         sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(*map(sql.Identifier, (schema, READER_ROLE)))

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from rag_server.errors import SqlDeclined
 from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable
 
-_NUMERIC = ("int", "numeric", "double", "real", "decimal", "money")
-_DATES = ("date", "timestamp")
 _AGGREGATES: list[tuple[str, tuple[str, ...]]] = [
     ("avg", ("average", "avg", "mean", "typical")),
     ("count", ("how many", "number of", "count of", "count the", "count ")),
@@ -298,7 +296,7 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
         table
         for table in by_column
         if any(
-            _is_numeric(column) and _words(column.name) and _mentions(text, column.name)
+            column.is_numeric and _words(column.name) and _mentions(text, column.name)
             for column in table.columns
         )
     ]
@@ -317,13 +315,7 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
 
 
 def _has_mentioned_value(text: str, table: CatalogTable) -> bool:
-    return any(
-        len(form) > 1 and form in text and re.search(_value_pattern(form), text)
-        for column in table.columns
-        if column.categorical and not _is_numeric(column)
-        for value in column.sample_values
-        for form in _value_forms(str(value))
-    )
+    return any(_names_value(text, value) for column in table.columns for value in column.text_values)
 
 
 def _money_column(table: CatalogTable) -> CatalogColumn | None:
@@ -331,7 +323,7 @@ def _money_column(table: CatalogTable) -> CatalogColumn | None:
         (
             c
             for c in table.columns
-            if _is_numeric(c) and not _is_key(c) and any(p in c.name for p in _MONEY_COLUMNS)
+            if c.is_numeric and not _is_key(c) and any(p in c.name for p in _MONEY_COLUMNS)
         ),
         None,
     )
@@ -364,12 +356,19 @@ def _value_pattern(form: str) -> str:
 def _without_values(text: str, catalog: Catalog) -> str:
     for table in catalog.tables.values():
         for column in table.columns:
-            if column.categorical and not _is_numeric(column):
-                for value in column.sample_values:
-                    for form in _value_forms(str(value)):
-                        if len(form) > 1 and form in text:
-                            text = re.sub(_value_pattern(form), " ", text)
+            for value in column.text_values:
+                for form in _value_forms(str(value)):
+                    if len(form) > 1 and form in text:
+                        text = re.sub(_value_pattern(form), " ", text)
     return text
+
+
+def _names_value(text: str, value: object) -> bool:
+    """The text names the value as a whole word, in any of its forms (`duplicate charge` for duplicate_charge)."""
+    return any(
+        len(form) > 1 and form in text and re.search(_value_pattern(form), text)
+        for form in _value_forms(str(value))
+    )
 
 
 def _value_forms(value: str) -> set[str]:
@@ -382,13 +381,10 @@ def _resolve_filters(text: str, catalog: Catalog, plan: _Plan) -> None:
     taken: set[str] = set()
     for table in _joinable(catalog, plan):
         for column in table.columns:
-            if not column.categorical or _is_numeric(column) or _is_date(column):
+            if column.is_date:
                 continue
-            for value in sorted(column.sample_values, key=lambda v: -len(str(v))):
-                forms = _value_forms(str(value))
-                if any(
-                    len(form) > 1 and form in text and re.search(_value_pattern(form), text) for form in forms
-                ):
+            for value in sorted(column.text_values, key=lambda v: -len(str(v))):
+                if _names_value(text, value):
                     key = str(value).lower()
                     if key in taken:
                         continue
@@ -408,7 +404,7 @@ def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
             (table, column)
             for table in _joinable(catalog, plan)
             for column in table.columns
-            if _is_numeric(column) and _words(column.name) and not _is_key(column)
+            if column.is_numeric and _words(column.name) and not _is_key(column)
         ]
         # "seats over 20" names the column before; "more than 20 seats" right after the number.
         found = [
@@ -454,14 +450,6 @@ def _literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _is_numeric(column: CatalogColumn) -> bool:
-    return any(kind in column.data_type for kind in _NUMERIC) and "interval" not in column.data_type
-
-
-def _is_date(column: CatalogColumn) -> bool:
-    return column.data_type.startswith(_DATES)
-
-
 def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
     if plan.aggregate == "count":
         return
@@ -469,11 +457,11 @@ def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
         (t, c)
         for t in _joinable(catalog, plan)
         for c in t.columns
-        if _is_numeric(c) and _words(c.name) and not _is_key(c)
+        if c.is_numeric and _words(c.name) and not _is_key(c)
     ]
     named = [(t, c) for t, c in numeric if _mentions(text, c.name) or _all_words_in(text, c.name)]
     dated = [
-        (t, c) for t in _joinable(catalog, plan) for c in t.columns if _is_date(c) and _mentions(text, c.name)
+        (t, c) for t in _joinable(catalog, plan) for c in t.columns if c.is_date and _mentions(text, c.name)
     ]
     if not named and plan.aggregate in {"min", "max"} and dated:
         named = dated[:1]
@@ -546,7 +534,7 @@ def _starts_with_column(words: list[str], column: CatalogColumn) -> bool:
 
 
 def _date_column(text: str, table: CatalogTable) -> CatalogColumn | None:
-    dates = [column for column in table.columns if _is_date(column)]
+    dates = [column for column in table.columns if column.is_date]
     if not dates:
         return None
     named = [
@@ -682,7 +670,7 @@ def _fact_table(text: str, catalog: Catalog, entity: CatalogTable) -> CatalogTab
         if table.name != entity.name and catalog.joins_between(entity.name, table.name)
     ]
     for table in related:
-        if any(_is_numeric(c) and not _is_key(c) and _mentions(text, c.name) for c in table.columns):
+        if any(c.is_numeric and not _is_key(c) and _mentions(text, c.name) for c in table.columns):
             return table
     if any(re.search(rf"\b{word}\b", text) for word in _MONEY_WORDS):
         for table in related:

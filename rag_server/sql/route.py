@@ -97,9 +97,7 @@ class SqlRoute:
         self.pool = pool
         self.embedder = embedder
         self.settings = settings
-        self.limits = SandboxLimits(
-            settings.sql_row_cap, settings.sql_statement_timeout_ms, settings.sql_max_cost
-        )
+        self.limits = SandboxLimits.from_settings(settings)
         self.tables = TableSelector(embedder)
         # The model writes SQL unless RAG_SQL_GENERATOR says otherwise (or none is configured).
         self.model = (model or ChatModel(settings)) if _uses_model(settings) else None

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from rag_server.config import Settings
 from rag_server.errors import SqlExecutionError
 from rag_server.sql.catalog import READER_ROLE
 from rag_server.sql.validator import ValidatedSql
@@ -25,6 +26,10 @@ class SandboxLimits:
     row_cap: int = 1000
     statement_timeout_ms: int = 5000
     max_cost: float = 1e7
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxLimits:
+        return cls(settings.sql_row_cap, settings.sql_statement_timeout_ms, settings.sql_max_cost)
 
 
 @dataclass(frozen=True)

@@ -274,3 +274,16 @@ def test_multiquery_expansion_searches_the_models_rephrasings(
     assert result.chunks[0].external_id == "policies/refund-policy.md"
     assert searcher.sql.model is None  # RAG_SQL_GENERATOR=deterministic keeps SQL offline
     assert llm.requests[0]["messages"][1]["content"] == "zqx"
+
+
+def test_the_vocabulary_follows_new_joins(
+    router: QueryRouter, domains: dict[str, Domain], module_pool: ConnectionPool
+) -> None:
+    from rag_server.sql.catalog import add_join
+
+    before = router.vocabulary(domains["shop"]).catalog
+    assert before is not None
+    with module_pool.connection() as conn:
+        add_join(conn, domains["shop"], "tickets.ticket_id", "refunds.refund_id")  # new, if odd
+    after = router.vocabulary(domains["shop"]).catalog
+    assert after is not None and len(after.joins) == len(before.joins) + 1
