@@ -26,10 +26,14 @@ _IDENTIFIER = re.compile(
     r"\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b[A-Z]{2,}\d*\b|#\d+|\b\w+\.(?:txt|csv|json|py|md|pdf|yaml|yml|log)\b|"
     r"\b[A-Z]+\d+[A-Z0-9]*\b)"
 )
+# The router's aggregation words: the offline generator's (one lexicon for both) and wider asks it declines.
 _AGGREGATE = re.compile(
-    r"\b(how many|number of|count|counts|total|totals|sum|average|avg|mean|median|maximum|minimum|max|min|"
-    r"highest|lowest|most|least|fewest|top \d+|ratio|percentage|percent|share of|rate|per|breakdown|"
-    r"broken down|grouped|group by|each|every|distribution|trend|monthly|quarterly|yearly|annual)\b",
+    r"\b("
+    + "|".join(
+        sorted({re.escape(w.strip()) for _, words in deterministic.AGGREGATES for w in words}, key=len)[::-1]
+    )
+    + r"|counts|totals|median|most|least|fewest|top \d+|ratio|percentage|percent|share of|rate|per|"
+    r"breakdown|broken down|grouped|group by|each|every|distribution|trend|monthly|quarterly|yearly|annual)\b",
     re.IGNORECASE,
 )
 _LISTING = re.compile(r"^\s*(list|show|which|find|give me|display)\b", re.IGNORECASE)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rag_server.errors import SqlDeclined
 from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable
 
-_AGGREGATES: list[tuple[str, tuple[str, ...]]] = [
+AGGREGATES: list[tuple[str, tuple[str, ...]]] = [
     ("avg", ("average", "avg", "mean", "typical")),
     ("count", ("how many", "number of", "count of", "count the", "count ")),
     ("sum", ("total", "sum of", "sum ", "how much", "overall")),
@@ -215,7 +215,7 @@ def _normalize(question: str) -> str:
 
 
 def _aggregate(text: str) -> str | None:
-    found = [(text.find(word), name) for name, words in _AGGREGATES for word in words if word in text]
+    found = [(text.find(word), name) for name, words in AGGREGATES for word in words if word in text]
     if re.search(r"\b(total|overall) (count|number)\b", text) or (
         "per " in text and any(word in text for word in ("how many", "number of")) and "average" not in text
     ):
