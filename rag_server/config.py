@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # --- query router (route "auto") ---
     # Below this confidence the trained router does not guess: it asks the model (if enabled) or uses hybrid.
     router_min_confidence: float = Field(default=0.5, ge=0, le=1)
+    # The surface model (handcrafted features, no embedding) sends a question to keyword search before it is
+    # embedded when at least this sure; 1 turns that off (every question is embedded, then routed).
+    router_surface_confidence: float = Field(default=0.9, ge=0, le=1)
     # The configured model as a second opinion: never, when the trained router is unsure, or for every question.
     router_llm: Literal["off", "unsure", "always"] = "unsure"
 

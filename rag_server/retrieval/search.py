@@ -62,11 +62,22 @@ class Searcher:
     def _routed(
         self, request: SearchRequest, domain: Domain, vector: np.ndarray | None, timings: dict[str, float]
     ) -> SearchResult:
-        """Ask the router, then run the chosen route (and SQL beside it when the router fans out)."""
-        if vector is None:
-            self._check_model(domain)
-            vector = _timed(timings, "embed", lambda: self.embedder.embed([request.query])[0])
-        decision = _timed(timings, "route", lambda: self.router.route(request.query, domain, vector))
+        """Ask the router, then run the chosen route (and SQL beside it when the router fans out).
+
+        The query is embedded only if the router needs it (a sure keyword question never is)."""
+        embedded: list[np.ndarray] = [] if vector is None else [vector]
+
+        def embedding() -> np.ndarray:
+            if not embedded:
+                self._check_model(domain)
+                embedded.append(_timed(timings, "embed", lambda: self.embedder.embed([request.query])[0]))
+            return embedded[0]
+
+        started = time.perf_counter()
+        decision = self.router.route(request.query, domain, embedding)
+        # The route stage is the router's own time: an embedding it asked for is counted under "embed".
+        timings["route"] = (time.perf_counter() - started) * 1000 - timings.get("embed", 0.0)
+        vector = embedded[0] if embedded else None
         if decision.route == "sql":
             try:
                 result = self._search(replace(request, route="sql"), domain, vector, timings)

@@ -1,6 +1,8 @@
 """The trained router: multinomial logistic regression over the handcrafted features and the query embedding.
 
-Training uses scikit-learn; the fitted weights are kept as plain arrays (JSON in the database, versioned per
+Beside it a second, surface model sees the handcrafted features only: when it is sure a question is keyword
+work (an error code, an identifier), the router decides before the query is embedded, and keyword search never
+pays for the embedding. Training uses scikit-learn; the fitted weights are kept as plain arrays (JSON in the database, versioned per
 domain), so a stored model does not depend on the scikit-learn version and predicting is one matrix product.
 """
 
@@ -22,7 +24,7 @@ from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
 
 ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
 # Bumped when features change: a stored model of another version is not used.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.jsonl"
 
 
@@ -68,25 +70,38 @@ class RouterModel:
     embedding_model: str
     metrics: dict[str, Any] = field(default_factory=dict)
     feature_version: int = FEATURE_VERSION
+    # The surface model: same classes, handcrafted features only (None: a model stored without one).
+    surface_coef: np.ndarray | None = None
+    surface_intercept: np.ndarray | None = None
+
+    def surface_probabilities(self, features: np.ndarray) -> np.ndarray | None:
+        """Route probabilities from the handcrafted features alone, before any embedding."""
+        if self.surface_coef is None or self.surface_intercept is None:
+            return None
+        return _softmax(self.surface_coef @ ((features - self.mean) / self.scale) + self.surface_intercept)
 
     def probabilities(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        logits = self.coef @ self._inputs(features, vector) + self.intercept
-        logits -= logits.max()
-        exp = np.exp(logits)
-        return exp / exp.sum()
+        return _softmax(self.coef @ self._inputs(features, vector) + self.intercept)
 
     def _inputs(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
         return np.concatenate([(features - self.mean) / self.scale, vector]).astype(np.float32)
 
-    def reasons(self, features: np.ndarray, vector: np.ndarray, route: str, top: int = 3) -> list[str]:
-        """The features that pushed most towards `route` (contribution = weight x scaled value)."""
-        row = self.coef[self.classes.index(route)]
-        inputs = self._inputs(features, vector)
+    def reasons(self, features: np.ndarray, vector: np.ndarray | None, route: str, top: int = 3) -> list[str]:
+        """The features that pushed most towards `route` (contribution = weight x scaled value); without a
+        vector, those of the surface model."""
         count = len(FEATURE_NAMES)
+        if vector is None:
+            assert self.surface_coef is not None
+            row = self.surface_coef[self.classes.index(route)]
+            inputs = (features - self.mean) / self.scale
+        else:
+            row = self.coef[self.classes.index(route)]
+            inputs = self._inputs(features, vector)
         contributions = [
             (float(row[i] * inputs[i]), FEATURE_NAMES[i], float(features[i])) for i in range(count)
         ]
-        contributions.append((float(row[count:] @ inputs[count:]), "embedding", 0.0))
+        if vector is not None:
+            contributions.append((float(row[count:] @ inputs[count:]), "embedding", 0.0))
         ranked = sorted((c for c in contributions if c[0] > 0), reverse=True)[:top]
         return [
             f"{name} ({value:g}) +{weight:.2f}" if name != "embedding" else f"embedding +{weight:.2f}"
@@ -103,6 +118,8 @@ class RouterModel:
             "embedding_model": self.embedding_model,
             "metrics": self.metrics,
             "feature_version": self.feature_version,
+            "surface_coef": None if self.surface_coef is None else self.surface_coef.tolist(),
+            "surface_intercept": None if self.surface_intercept is None else self.surface_intercept.tolist(),
         }
 
     @classmethod
@@ -116,7 +133,18 @@ class RouterModel:
             data["embedding_model"],
             data.get("metrics", {}),
             data.get("feature_version", 0),
+            _array(data.get("surface_coef")),
+            _array(data.get("surface_intercept")),
         )
+
+
+def _array(values: list[Any] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
 
 
 def featurize(
@@ -167,21 +195,37 @@ def train(
         if folds >= 2
         else None
     )
+    coef, intercept = _fit(classifier, inputs, labels, sample_weight)
+    surface_coef, surface_intercept = _fit(
+        LogisticRegression(C=c, max_iter=3000, class_weight="balanced"),
+        inputs[:, : features.shape[1]],
+        labels,
+        sample_weight,
+    )
+    return RouterModel(
+        [str(label) for label in classifier.classes_],
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        coef,
+        intercept,
+        embedder.name,
+        {"rows": len(rows), "per_route": dict(counts), "cv_accuracy": cv, "c": c},
+        surface_coef=surface_coef,
+        surface_intercept=surface_intercept,
+    )
+
+
+def _fit(
+    classifier: Any, inputs: np.ndarray, labels: list[str], sample_weight: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit and return (coef, intercept) as softmax rows, one per class in sorted order."""
     classifier.fit(inputs, labels, sample_weight=sample_weight)
     coef, intercept = classifier.coef_, classifier.intercept_
     if len(classifier.classes_) == 2:
         # A binary fit has one row (the second class against the first): as softmax, the first class gets zeros.
         coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
         intercept = np.array([0.0, intercept[0]])
-    return RouterModel(
-        [str(label) for label in classifier.classes_],
-        mean.astype(np.float32),
-        scale.astype(np.float32),
-        coef.astype(np.float32),
-        intercept.astype(np.float32),
-        embedder.name,
-        {"rows": len(rows), "per_route": dict(counts), "cv_accuracy": cv, "c": c},
-    )
+    return coef.astype(np.float32), intercept.astype(np.float32)
 
 
 def train_with_default(

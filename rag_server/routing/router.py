@@ -1,6 +1,7 @@
 """`QueryRouter.route(question, domain)`: semantic, keyword, hybrid or sql, with a confidence and the reasons.
 
-The trained model decides when it is confident. When it is not, the configured model is asked (if enabled);
+A surface model (no embedding) first sends sure keyword questions straight to keyword search, so they are never
+embedded. Otherwise the trained model decides when it is confident. When it is not, the configured model is asked (if enabled);
 failing that the question goes to hybrid, and also to SQL when it mentions the domain's tables: never a silent
 guess.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,26 +107,37 @@ class QueryRouter:
         self._vocabularies: dict[int, tuple[Any, Vocabulary]] = {}
         self._default: RouterModel | None = None
 
-    def route(self, question: str, domain: Domain, vector: np.ndarray | None = None) -> RouteDecision:
-        if vector is None:
-            vector = self.embedder.embed([question])[0]
+    def route(
+        self,
+        question: str,
+        domain: Domain,
+        vector: np.ndarray | Callable[[], np.ndarray] | None = None,
+    ) -> RouteDecision:
+        """Route a question. `vector` is its embedding, or how to compute it: it is computed only when the
+        surface model is not sure of keyword."""
         # One connection for both lookups: this is on every routed search's path.
         with self.pool.connection() as conn:
             trained = self._trained_model(conn, domain)
             vocabulary = self._vocabulary(conn, domain)
         model, model_name = trained or (self._default_model(), "default")
         features = handcrafted(question, vocabulary)
-        probabilities = dict(zip(model.classes, model.probabilities(features, vector).tolist(), strict=True))
+        surface = self._surface_keyword(model, model_name, features, vocabulary)
+        if surface is not None:
+            return surface
+        if vector is None:
+            embedding = self.embedder.embed([question])[0]
+        else:
+            embedding = vector() if callable(vector) else vector
+        probabilities = dict(
+            zip(model.classes, model.probabilities(features, embedding).tolist(), strict=True)
+        )
         reasons: list[str] = []
         if vocabulary.empty and probabilities.get("sql", 0.0) > 0:
-            # No tables, no SQL: the other routes share its probability.
-            probabilities["sql"] = 0.0
-            total = sum(probabilities.values())
-            probabilities = {route: p / total for route, p in probabilities.items()}
+            probabilities = _without_sql(probabilities)
             reasons.append("no tables in this domain")
         route = max(probabilities, key=probabilities.__getitem__)
         confidence = probabilities[route]
-        reasons = model.reasons(features, vector, route) + reasons
+        reasons = model.reasons(features, embedding, route) + reasons
         use_llm = self.chat is not None and (
             self.settings.router_llm == "always"
             or (self.settings.router_llm == "unsure" and confidence < self.settings.router_min_confidence)
@@ -156,6 +169,25 @@ class QueryRouter:
             probabilities,
             fanout_sql=mentions_tables,
         )
+
+    def _surface_keyword(
+        self, model: RouterModel, model_name: str, features: np.ndarray, vocabulary: Vocabulary
+    ) -> RouteDecision | None:
+        """Keyword, decided before embedding, when the surface model is sure and SQL is not in play."""
+        threshold = self.settings.router_surface_confidence
+        if threshold >= 1 or (self.chat is not None and self.settings.router_llm == "always"):
+            return None
+        found = model.surface_probabilities(features)
+        if found is None or features[FEATURE_NAMES.index("sql_expressible")]:
+            return None
+        probabilities = dict(zip(model.classes, found.tolist(), strict=True))
+        if vocabulary.empty and probabilities.get("sql", 0.0) > 0:
+            probabilities = _without_sql(probabilities)
+        confidence = probabilities.get("keyword", 0.0)
+        if confidence < threshold:
+            return None
+        reasons = [*model.reasons(features, None, "keyword"), "surface features: decided before embedding"]
+        return RouteDecision("keyword", confidence, reasons, model_name, probabilities)
 
     def vocabulary(self, domain: Domain) -> Vocabulary:
         """The domain's table words and catalog, as the features see them."""
@@ -222,3 +254,10 @@ class QueryRouter:
             f"asked in {(time.perf_counter() - started) * 1000:.0f} ms",
         ]
         return RouteDecision(chosen, max(0.0, min(stated, 1.0)), reasons, "llm", model_calls=[reply.call])
+
+
+def _without_sql(probabilities: dict[str, float]) -> dict[str, float]:
+    """No tables, no SQL: the other routes share its probability."""
+    kept = {route: (0.0 if route == "sql" else p) for route, p in probabilities.items()}
+    total = sum(kept.values())
+    return {route: p / total for route, p in kept.items()}

@@ -187,6 +187,40 @@ def test_search_auto_carries_the_decision(module_settings: Settings, domains: di
         }
 
 
+def test_sure_keyword_questions_are_routed_before_embedding(
+    module_pool: ConnectionPool,
+    module_settings: Settings,
+    embedder: Embedder,
+    router: QueryRouter,
+    domains: dict[str, Domain],
+) -> None:
+    asked: list[str] = []
+
+    def embedding(question: str) -> Any:
+        def compute() -> np.ndarray:
+            asked.append(question)
+            return embedder.embed([question])[0]
+
+        return compute
+
+    code = router.route("ERR-4012", domains["docs"], embedding("ERR-4012"))
+    assert code.route == "keyword" and code.confidence >= module_settings.router_surface_confidence
+    assert "surface features: decided before embedding" in code.reasons and not asked
+    natural = "why does my dashboard stop refreshing when I close the laptop overnight"
+    assert router.route(natural, domains["docs"], embedding(natural)).route == "semantic"
+    assert asked == [natural]
+    # Turned off, every question is embedded first; the full model still says keyword.
+    always = module_settings.model_copy(update={"router_surface_confidence": 1.0})
+    full = QueryRouter(module_pool, embedder, always).route(
+        "ERR-4012", domains["docs"], embedding("ERR-4012")
+    )
+    assert full.route == "keyword" and asked == [natural, "ERR-4012"]
+    assert "surface features: decided before embedding" not in full.reasons
+    with TestClient(create_app(module_settings)) as client:
+        body = client.post("/v1/search", json={"query": "ERR-4012", "domain": "docs", "route": "auto"}).json()
+    assert body["route"] == "keyword" and "embed" not in body["timings_ms"] and "route" in body["timings_ms"]
+
+
 def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, embedder: Embedder) -> None:
     from rag_server.db import open_pool
 
