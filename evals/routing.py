@@ -190,5 +190,12 @@ def _report(
 
 
 def oracle_training_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Oracle-labeled training rows from a routing report (a BEIR set has no tables: empty schema)."""
-    return [{"text": row["text"], "route": row["oracle"], "schema": []} for row in report["per_query"]]
+    """Oracle-labeled training rows from a routing report (a BEIR set has no tables: empty schema).
+
+    Queries no route retrieved anything relevant for are left out: their "keyword" (the cheapest of a tie at
+    zero) says nothing about which route suits them."""
+    return [
+        {"text": row["text"], "route": row["oracle"], "schema": []}
+        for row in report["per_query"]
+        if max(row["ndcg@10"][route] for route in CHEAPEST_FIRST) > 0
+    ]
