@@ -93,7 +93,8 @@ def bench_router(
     typer.echo(
         f"router p50 {result['router_ms']['p50']} ms (p95 {result['router_ms']['p95']}; target p50 < 5 ms); "
         f"embedding p50 {result['embed_ms']['p50']} ms; hybrid search p50 {result['hybrid_search_ms']['p50']} ms; "
-        f"router / hybrid = {result['router_over_hybrid_p50']} over {result['samples']} samples -> {output}"
+        f"router / hybrid = {result['router_over_hybrid_p50']}; routed before embedding "
+        f"{result['routed_before_embedding']:.0%} over {result['samples']} samples -> {output}"
     )
 
 

@@ -75,6 +75,8 @@ class RouteDecision:
     probabilities: dict[str, float] = field(default_factory=dict)
     fanout_sql: bool = False
     model_calls: list[ModelCall] = field(default_factory=list)
+    # Decided by the surface model alone: the query was not embedded for routing.
+    before_embedding: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class RouteDecision:
             "probabilities": {route: round(p, 4) for route, p in self.probabilities.items()},
             "fanout_sql": self.fanout_sql,
             "model_calls": [call.as_dict() for call in self.model_calls],
+            "before_embedding": self.before_embedding,
         }
 
     @classmethod
@@ -187,7 +190,7 @@ class QueryRouter:
         if confidence < threshold:
             return None
         reasons = [*model.reasons(features, None, "keyword"), "surface features: decided before embedding"]
-        return RouteDecision("keyword", confidence, reasons, model_name, probabilities)
+        return RouteDecision("keyword", confidence, reasons, model_name, probabilities, before_embedding=True)
 
     def vocabulary(self, domain: Domain) -> Vocabulary:
         """The domain's table words and catalog, as the features see them."""

@@ -184,6 +184,7 @@ def test_search_auto_carries_the_decision(module_settings: Settings, domains: di
             "probabilities": {},
             "fanout_sql": False,
             "model_calls": [],
+            "before_embedding": False,
         }
 
 
@@ -205,7 +206,7 @@ def test_sure_keyword_questions_are_routed_before_embedding(
 
     code = router.route("ERR-4012", domains["docs"], embedding("ERR-4012"))
     assert code.route == "keyword" and code.confidence >= module_settings.router_surface_confidence
-    assert "surface features: decided before embedding" in code.reasons and not asked
+    assert code.before_embedding and not asked
     natural = "why does my dashboard stop refreshing when I close the laptop overnight"
     assert router.route(natural, domains["docs"], embedding(natural)).route == "semantic"
     assert asked == [natural]
@@ -215,10 +216,11 @@ def test_sure_keyword_questions_are_routed_before_embedding(
         "ERR-4012", domains["docs"], embedding("ERR-4012")
     )
     assert full.route == "keyword" and asked == [natural, "ERR-4012"]
-    assert "surface features: decided before embedding" not in full.reasons
+    assert not full.before_embedding
     with TestClient(create_app(module_settings)) as client:
         body = client.post("/v1/search", json={"query": "ERR-4012", "domain": "docs", "route": "auto"}).json()
-    assert body["route"] == "keyword" and "embed" not in body["timings_ms"] and "route" in body["timings_ms"]
+    assert body["route"] == "keyword" and body["routing"]["before_embedding"] is True
+    assert "embed" not in body["timings_ms"] and "route" in body["timings_ms"]
 
 
 def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, embedder: Embedder) -> None:
