@@ -193,8 +193,9 @@ def test_sure_keyword_questions_are_routed_before_embedding(
     module_settings: Settings,
     embedder: Embedder,
     router: QueryRouter,
-    domains: dict[str, Domain],
 ) -> None:
+    with module_pool.connection() as conn:  # a domain of its own: no trained model from another test
+        plain = ensure_domain(conn, "plain", embedder.name, embedder.dimension, HnswOptions())
     asked: list[str] = []
 
     def embedding(question: str) -> Any:
@@ -204,21 +205,21 @@ def test_sure_keyword_questions_are_routed_before_embedding(
 
         return compute
 
-    code = router.route("ERR-4012", domains["docs"], embedding("ERR-4012"))
+    code = router.route("ERR-4012", plain, embedding("ERR-4012"))
     assert code.route == "keyword" and code.confidence >= module_settings.router_surface_confidence
     assert code.before_embedding and not asked
     natural = "why does my dashboard stop refreshing when I close the laptop overnight"
-    assert router.route(natural, domains["docs"], embedding(natural)).route == "semantic"
+    assert router.route(natural, plain, embedding(natural)).route == "semantic"
     assert asked == [natural]
     # Turned off, every question is embedded first; the full model still says keyword.
     always = module_settings.model_copy(update={"router_surface_confidence": 1.0})
-    full = QueryRouter(module_pool, embedder, always).route(
-        "ERR-4012", domains["docs"], embedding("ERR-4012")
-    )
+    full = QueryRouter(module_pool, embedder, always).route("ERR-4012", plain, embedding("ERR-4012"))
     assert full.route == "keyword" and asked == [natural, "ERR-4012"]
     assert not full.before_embedding
     with TestClient(create_app(module_settings)) as client:
-        body = client.post("/v1/search", json={"query": "ERR-4012", "domain": "docs", "route": "auto"}).json()
+        body = client.post(
+            "/v1/search", json={"query": "ERR-4012", "domain": "plain", "route": "auto"}
+        ).json()
     assert body["route"] == "keyword" and body["routing"]["before_embedding"] is True
     assert "embed" not in body["timings_ms"] and "route" in body["timings_ms"]
 
