@@ -1,9 +1,10 @@
 """The trained router: multinomial logistic regression over the handcrafted features and the query embedding.
 
 Beside it a second, surface model sees the handcrafted features only: when it is sure a question is keyword
-work (an error code, an identifier), the router decides before the query is embedded, and keyword search never
-pays for the embedding. Training uses scikit-learn; the fitted weights are kept as plain arrays (JSON in the database, versioned per
-domain), so a stored model does not depend on the scikit-learn version and predicting is one matrix product.
+work (an error code, an identifier), the router decides before the query is embedded, and keyword search
+never pays for the embedding. Training uses scikit-learn; the fitted weights are kept as plain arrays (JSON in
+the database, versioned per domain), so a stored model does not depend on the scikit-learn version and
+predicting is one matrix product.
 """
 
 from __future__ import annotations
@@ -78,13 +79,16 @@ class RouterModel:
         """Route probabilities from the handcrafted features alone, before any embedding."""
         if self.surface_coef is None or self.surface_intercept is None:
             return None
-        return _softmax(self.surface_coef @ ((features - self.mean) / self.scale) + self.surface_intercept)
+        return _softmax(self.surface_coef @ self._scaled(features) + self.surface_intercept)
 
     def probabilities(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
         return _softmax(self.coef @ self._inputs(features, vector) + self.intercept)
 
+    def _scaled(self, features: np.ndarray) -> np.ndarray:
+        return (features - self.mean) / self.scale
+
     def _inputs(self, features: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        return np.concatenate([(features - self.mean) / self.scale, vector]).astype(np.float32)
+        return np.concatenate([self._scaled(features), vector]).astype(np.float32)
 
     def reasons(self, features: np.ndarray, vector: np.ndarray | None, route: str, top: int = 3) -> list[str]:
         """The features that pushed most towards `route` (contribution = weight x scaled value); without a
@@ -93,7 +97,7 @@ class RouterModel:
         if vector is None:
             assert self.surface_coef is not None
             row = self.surface_coef[self.classes.index(route)]
-            inputs = (features - self.mean) / self.scale
+            inputs = self._scaled(features)
         else:
             row = self.coef[self.classes.index(route)]
             inputs = self._inputs(features, vector)

@@ -1,9 +1,9 @@
 """`QueryRouter.route(question, domain)`: semantic, keyword, hybrid or sql, with a confidence and the reasons.
 
-A surface model (no embedding) first sends sure keyword questions straight to keyword search, so they are never
-embedded. Otherwise the trained model decides when it is confident. When it is not, the configured model is asked (if enabled);
-failing that the question goes to hybrid, and also to SQL when it mentions the domain's tables: never a silent
-guess.
+A surface model (no embedding) first sends sure keyword questions straight to keyword search, so they are
+never embedded. Otherwise the trained model decides when it is confident. When it is not, the configured model
+is asked (if enabled); failing that the question goes to hybrid, and also to SQL when it mentions the domain's
+tables: never a silent guess.
 """
 
 from __future__ import annotations
@@ -131,16 +131,11 @@ class QueryRouter:
             embedding = self.embedder.embed([question])[0]
         else:
             embedding = vector() if callable(vector) else vector
-        probabilities = dict(
-            zip(model.classes, model.probabilities(features, embedding).tolist(), strict=True)
-        )
-        reasons: list[str] = []
-        if vocabulary.empty and probabilities.get("sql", 0.0) > 0:
-            probabilities = _without_sql(probabilities)
-            reasons.append("no tables in this domain")
+        probabilities = _route_probabilities(model, model.probabilities(features, embedding), vocabulary)
+        reasons = ["no tables in this domain"] if vocabulary.empty and "sql" in probabilities else []
         route = max(probabilities, key=probabilities.__getitem__)
         confidence = probabilities[route]
-        reasons = model.reasons(features, embedding, route) + reasons
+        reasons = [*model.reasons(features, embedding, route), *reasons]
         use_llm = self.chat is not None and (
             self.settings.router_llm == "always"
             or (self.settings.router_llm == "unsure" and confidence < self.settings.router_min_confidence)
@@ -183,9 +178,7 @@ class QueryRouter:
         found = model.surface_probabilities(features)
         if found is None or features[FEATURE_NAMES.index("sql_expressible")]:
             return None
-        probabilities = dict(zip(model.classes, found.tolist(), strict=True))
-        if vocabulary.empty and probabilities.get("sql", 0.0) > 0:
-            probabilities = _without_sql(probabilities)
+        probabilities = _route_probabilities(model, found, vocabulary)
         confidence = probabilities.get("keyword", 0.0)
         if confidence < threshold:
             return None
@@ -259,8 +252,11 @@ class QueryRouter:
         return RouteDecision(chosen, max(0.0, min(stated, 1.0)), reasons, "llm", model_calls=[reply.call])
 
 
-def _without_sql(probabilities: dict[str, float]) -> dict[str, float]:
-    """No tables, no SQL: the other routes share its probability."""
+def _route_probabilities(model: RouterModel, values: np.ndarray, vocabulary: Vocabulary) -> dict[str, float]:
+    """The model's probabilities by route; with no tables, no SQL: the other routes share its probability."""
+    probabilities = dict(zip(model.classes, values.tolist(), strict=True))
+    if not vocabulary.empty or "sql" not in probabilities:
+        return probabilities
     kept = {route: (0.0 if route == "sql" else p) for route, p in probabilities.items()}
     total = sum(kept.values())
     return {route: p / total for route, p in kept.items()}
