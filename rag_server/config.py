@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     # The surface model (handcrafted features, no embedding) sends a question to keyword search before it is
     # embedded when at least this sure; 1 turns that off (every question is embedded, then routed).
     router_surface_confidence: float = Field(default=0.9, ge=0, le=1)
+    # A question routed to sql with less confidence than this gets hybrid chunks beside the rows (so does one
+    # whose query finds no rows): a document question mistaken for an analytical one still finds its answer.
+    router_sql_confidence: float = Field(default=0.9, ge=0, le=1)
     # The configured model as a second opinion: never, when the trained router is unsure, or for every question.
     router_llm: Literal["off", "unsure", "always"] = "unsure"
 

@@ -22,7 +22,7 @@ from rag_server.retrieval.multiquery import rephrasings
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
 from rag_server.routing.router import QueryRouter, RouteDecision
-from rag_server.sql.route import SqlRoute
+from rag_server.sql.route import SqlEvidence, SqlRoute
 
 T = TypeVar("T")
 
@@ -79,17 +79,39 @@ class Searcher:
         timings["route"] = (time.perf_counter() - started) * 1000 - timings.get("embed", 0.0)
         vector = embedded[0] if embedded else None
         if decision.route == "sql":
-            try:
-                result = self._search(replace(request, route="sql"), domain, vector, timings)
-            except RetrievalError as error:
-                # The tables could not answer after all: the chunks still can.
-                result = self._search(replace(request, route="hybrid"), domain, vector, timings)
-                result = replace(result, sql_error=str(error))
-        else:
-            result = self._search(replace(request, route=decision.route), domain, vector, timings)  # type: ignore[arg-type]
-            if decision.fanout_sql:
-                result = self._with_sql(result, request, timings)
+            return self._sql_routed(request, domain, vector, timings, decision)
+        result = self._search(replace(request, route=decision.route), domain, vector, timings)  # type: ignore[arg-type]
+        if decision.fanout_sql:
+            result = self._with_sql(result, request, timings)
         return replace(result, routing=decision)
+
+    def _sql_routed(
+        self,
+        request: SearchRequest,
+        domain: Domain,
+        vector: np.ndarray | None,
+        timings: dict[str, float],
+        decision: RouteDecision,
+    ) -> SearchResult:
+        """The sql route, with hybrid chunks beside the rows when the router was unsure or no row came back."""
+        hybrid = replace(request, route="hybrid")
+        try:
+            result = self._search(replace(request, route="sql"), domain, vector, timings)
+        except RetrievalError as error:
+            # The tables could not answer after all: the chunks still can.
+            result = self._search(hybrid, domain, vector, timings)
+            return replace(result, sql_error=str(error), routing=decision)
+        if not decision.fanout_documents and not _no_rows(result.sql):
+            return replace(result, routing=decision)
+        if not decision.fanout_documents:
+            decision = replace(
+                decision,
+                fanout_documents=True,
+                reasons=[*decision.reasons, "documents too: the query found no rows"],
+            )
+        documents = self._search(hybrid, domain, vector, timings)
+        calls = [*result.model_calls, *documents.model_calls]
+        return replace(result, chunks=documents.chunks, model_calls=calls, routing=decision)
 
     def _with_sql(
         self, result: SearchResult, request: SearchRequest, timings: dict[str, float]
@@ -207,6 +229,11 @@ class Searcher:
                 self.settings.convex_weight,
             )
         return [_rescored(by_id[chunk_id], score) for chunk_id, score in fused[:k]]
+
+
+def _no_rows(evidence: SqlEvidence | None) -> bool:
+    """No row, or only NULLs (an aggregate over nothing): the tables may not be where the answer is."""
+    return evidence is not None and all(value is None for row in evidence.rows for value in row)
 
 
 def _rescored(chunk: ScoredChunk, score: float) -> ScoredChunk:

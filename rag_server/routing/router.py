@@ -74,6 +74,8 @@ class RouteDecision:
     decided_by: str
     probabilities: dict[str, float] = field(default_factory=dict)
     fanout_sql: bool = False
+    # Routed to sql, but hybrid chunks are searched beside the rows.
+    fanout_documents: bool = False
     model_calls: list[ModelCall] = field(default_factory=list)
     # Decided by the surface model alone: the query was not embedded for routing.
     before_embedding: bool = False
@@ -86,6 +88,7 @@ class RouteDecision:
             "decided_by": self.decided_by,
             "probabilities": {route: round(p, 4) for route, p in self.probabilities.items()},
             "fanout_sql": self.fanout_sql,
+            "fanout_documents": self.fanout_documents,
             "model_calls": [call.as_dict() for call in self.model_calls],
             "before_embedding": self.before_embedding,
         }
@@ -149,8 +152,19 @@ class QueryRouter:
             expressible = route != "sql" and bool(features[FEATURE_NAMES.index("sql_expressible")])
             if expressible:
                 reasons.append("sql too: the offline generator maps the question onto the tables")
+            unsure_sql = route == "sql" and confidence < self.settings.router_sql_confidence
+            if unsure_sql:
+                reasons.append(
+                    f"documents too: {confidence:.2f} for sql < {self.settings.router_sql_confidence}"
+                )
             return RouteDecision(
-                route, confidence, reasons, model_name, probabilities, fanout_sql=expressible
+                route,
+                confidence,
+                reasons,
+                model_name,
+                probabilities,
+                fanout_sql=expressible,
+                fanout_documents=unsure_sql,
             )
         mentions = [
             FEATURE_NAMES.index(name) for name in ("table_mentions", "column_mentions", "value_mentions")

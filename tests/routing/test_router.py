@@ -16,7 +16,7 @@ from ingest.tables import import_table_files
 from rag_server.api.app import create_app
 from rag_server.config import Settings
 from rag_server.demo import DEMO_TYPES, table_files
-from rag_server.domains import Domain, HnswOptions, ensure_domain
+from rag_server.domains import Domain, HnswOptions, ensure_domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import RagError
 from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
@@ -183,6 +183,7 @@ def test_search_auto_carries_the_decision(module_settings: Settings, domains: di
             "decided_by": "request",
             "probabilities": {},
             "fanout_sql": False,
+            "fanout_documents": False,
             "model_calls": [],
             "before_embedding": False,
         }
@@ -285,6 +286,45 @@ def test_expressible_questions_fan_out_to_sql(
     assert decision.route in {"semantic", "keyword"} and decision.fanout_sql
     assert any("offline generator" in reason for reason in decision.reasons)
     assert not router.route("why is the sky blue", shop2).fanout_sql
+
+
+def test_unsure_or_empty_sql_brings_documents_beside_the_rows(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder
+) -> None:
+    from ingest.pipeline import Ingestion
+    from rag_server.demo import corpus_dir
+    from rag_server.retrieval.search import Searcher
+    from rag_server.retrieval.types import SearchRequest
+
+    Ingestion.from_settings(module_pool, module_settings).run([corpus_dir()], "both")
+    with module_pool.connection() as conn:
+        both = get_domain(conn, "both")
+    import_table_files(module_pool, both, table_files(), DEMO_TYPES)
+    sure = Searcher(module_pool, embedder, module_settings)
+    rows = sure.search(SearchRequest("Customer count per region", "both", "auto"))
+    assert rows.route == "sql" and rows.sql is not None and rows.sql.rows and not rows.chunks
+    assert rows.routing is not None and not rows.routing.fanout_documents
+    # Less sure of sql than RAG_ROUTER_SQL_CONFIDENCE: the same rows, and hybrid chunks beside them.
+    unsure_settings = module_settings.model_copy(update={"router_sql_confidence": 1.0})
+    unsure = Searcher(module_pool, embedder, unsure_settings)
+    both_ways = unsure.search(SearchRequest("Customer count per region", "both", "auto"))
+    assert both_ways.sql is not None and both_ways.sql.rows == rows.sql.rows
+    assert both_ways.chunks and {chunk.route for chunk in both_ways.chunks} == {"hybrid"}
+    assert both_ways.routing is not None and both_ways.routing.fanout_documents
+    assert any(reason.startswith("documents too") for reason in both_ways.routing.reasons)
+    # A query that finds nothing: the tables may not hold the answer, so the chunks are searched too.
+    empty = sure.search(SearchRequest("Total amount refunded in 1999", "both", "auto"))
+    assert empty.route == "sql" and empty.sql is not None
+    assert all(value is None for row in empty.sql.rows for value in row)
+    assert empty.chunks and empty.routing is not None and empty.routing.fanout_documents
+    assert "documents too: the query found no rows" in empty.routing.reasons
+    with TestClient(create_app(unsure_settings)) as client:
+        body = client.post(
+            "/v1/search", json={"query": "Customer count per region", "domain": "both", "route": "auto"}
+        ).json()
+    assert body["route"] == "sql" and body["sql"]["rows"] and body["results"]
+    assert body["routing"]["fanout_documents"] is True
+    assert len(body["citations"]) == len(body["results"]) + 1
 
 
 def test_multiquery_expansion_searches_the_models_rephrasings(
