@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
+
 from rag_server.config import Settings
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -82,3 +90,47 @@ def test_usage_errors_are_clear(settings: Settings, tmp_path: Path) -> None:
     assert bad_domain.returncode == 2 and "invalid domain name" in bad_domain.stderr
     bad_filter = run_cli("search", "x", "--domain", "cli", "--filter", "[1]", env=env)
     assert bad_filter.returncode == 2 and "--filter" in bad_filter.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Settings) -> None:
+    port = _free_port()
+    env = {**os.environ, **_env(settings), "RAG_DATA_DIR": str(settings.data_dir)}
+    env.pop("RAG_DEFAULT_DOMAIN", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rag_server", "serve", "--demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 240
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the demo server did not come up"
+            time.sleep(0.5)
+        found = httpx.post(f"{base}/v1/search", json={"query": "ERR-4012", "route": "auto"}, timeout=60)
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert body["route"] == "keyword" and body["results"]
+        assert "ERR-4012" in body["results"][0]["text"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit status -SIGTERM).
+    assert server.returncode in (0, -signal.SIGTERM), stderr
+    assert "Application shutdown complete" in stderr and "Traceback" not in stderr
+    assert f"localhost:{port}/v1/search" in stderr  # the printed examples name the port it listens on

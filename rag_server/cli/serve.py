@@ -14,7 +14,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     demo: bool = typer.Option(
-        False, "--demo", help="First ingest the packaged demo corpus into domain 'demo'."
+        False,
+        "--demo",
+        help="First ingest the packaged demo corpus into domain 'demo', the default domain of requests.",
     ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""
@@ -24,11 +26,16 @@ def serve(
 
     current = settings()
     if demo:
-        ingest_demo(current)
+        ingest_demo(current, port)
+        if "default_domain" not in current.model_fields_set:
+            # Requests without a domain search the demo, unless RAG_DEFAULT_DOMAIN says otherwise.
+            from rag_server.demo import DEMO_DOMAIN
+
+            current = current.model_copy(update={"default_domain": DEMO_DOMAIN})
     uvicorn.run(create_app(current), host=host, port=port, log_level=current.log_level.lower())
 
 
-def ingest_demo(current: Settings) -> None:
+def ingest_demo(current: Settings, port: int = 8000) -> None:
     """Ingest the demo corpus (incremental: instant when already there)."""
     from ingest.pipeline import Ingestion
     from ingest.tables import import_table_files
@@ -43,7 +50,7 @@ def ingest_demo(current: Settings) -> None:
         typer.echo(f"demo table {failure['path']} failed: {failure['reason']}", err=True)
     if trained:
         typer.echo(f"demo router trained: {trained}", err=True)
-    curl = "curl -s localhost:8000/v1/search -H 'content-type: application/json' -d"
+    curl = f"curl -s localhost:{port}/v1/search -H 'content-type: application/json' -d"
     typer.echo(
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
         f"{summary.documents_unchanged} unchanged; {len(tables['imported'])} tables. Try:\n"
