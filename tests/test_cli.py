@@ -8,13 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from rag_server.config import Settings
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, wait_until
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -110,18 +109,17 @@ def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Sett
         text=True,
         cwd=REPO,
     )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the demo server did not come up"
-            time.sleep(0.5)
+        assert wait_until(up, timeout=240), "the demo server did not come up"
         found = httpx.post(f"{base}/v1/search", json={"query": "ERR-4012", "route": "auto"}, timeout=60)
         assert found.status_code == 200, found.text
         body = found.json()

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from rag_server.db import list_migrations, migrate
 from rag_server.domains import HnswOptions, ensure_domain, ensure_embedding_model
 from rag_server.errors import DatabaseError, EmbeddingModelMismatch
+from tests.conftest import wait_until
 
 
 def _applied(url: str) -> list[tuple[int, str]]:
@@ -118,15 +118,6 @@ def _postmaster_pid(pgdata: Path) -> int | None:
     return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
 
 
-def _wait_until(condition, timeout: float = 60) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -159,7 +150,7 @@ def test_embedded_server_is_shared_and_stopped_by_its_last_user(data_dir: Path) 
     # The second (and last) user is stopped politely: it stops the server.
     second.send_signal(signal.SIGTERM)
     second.wait(timeout=60)
-    assert _wait_until(lambda: not _pid_alive(postmaster))
+    assert wait_until(lambda: not _pid_alive(postmaster))
     # A new user starts it again on the same data.
     third = child()
     assert _postmaster_pid(pgdata) not in (None, postmaster)
