@@ -101,9 +101,9 @@ class Searcher:
             # The tables could not answer after all: the chunks still can.
             result = self._search(hybrid, domain, vector, timings)
             return replace(result, sql_error=str(error), routing=decision)
-        if not decision.fanout_documents and not _no_rows(result.sql):
-            return replace(result, routing=decision)
         if not decision.fanout_documents:
+            if not _no_rows(result.sql):
+                return replace(result, routing=decision)
             decision = replace(
                 decision,
                 fanout_documents=True,
