@@ -1,13 +1,15 @@
 """The sql route end to end: question -> SQL (model or deterministic) -> validator -> sandbox -> evidence.
 
 A validation or execution error goes back to the model for at most `sql_max_retries` more attempts; the
-deterministic generator gets no retries (it would write the same SQL again).
+deterministic generator gets no retries (it would write the same SQL again). When every model attempt failed,
+the deterministic generator is tried before giving up: a weak model (a small local one) still gets the
+questions the offline generator maps, and the model's failed attempts and calls are kept in the evidence.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -168,9 +170,14 @@ class SqlRoute:
             except (SqlRejected, SqlExecutionError) as error:
                 failures.append((sql, str(error)))
                 continue
-            attempts = [{"sql": failed, "error": error} for failed, error in failures]
-            return SqlEvidence.of(question, result, used, "llm", attempts, calls)
-        raise SqlExecutionError(f"no valid SQL after {len(failures)} attempts; last error: {failures[-1][1]}")
+            return SqlEvidence.of(question, result, used, "llm", _attempts(failures), calls)
+        try:
+            fallback = self._deterministic(question, catalog, timings)
+        except (SqlDeclined, SqlRejected, SqlExecutionError):
+            raise SqlExecutionError(
+                f"no valid SQL after {len(failures)} attempts; last error: {failures[-1][1]}"
+            ) from None
+        return replace(fallback, attempts=_attempts(failures), model_calls=calls)
 
     def _run(self, sql: str, catalog: Catalog, timings: dict[str, float]) -> tuple[QueryResult, list[str]]:
         started = time.perf_counter()
@@ -180,6 +187,10 @@ class SqlRoute:
         result = execute(self.pool, validated, catalog.schema_name, self.limits)
         timings["execute"] = timings.get("execute", 0.0) + _ms(started)
         return result, list(validated.tables)
+
+
+def _attempts(failures: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"sql": sql, "error": error} for sql, error in failures]
 
 
 def _uses_model(settings: Settings) -> bool:
