@@ -87,7 +87,9 @@ def test_when_the_model_never_writes_valid_sql_the_offline_generator_answers(rou
     assert evidence.rows == [[4]] and evidence.tables == ["orders"]
     # What the model tried, and what it cost, stay on the record.
     assert len(llm.requests) == 2 and len(evidence.model_calls) == 2
-    assert [attempt["sql"] for attempt in evidence.attempts] == ["SELECT count(*) FROM invoices WHERE paid"] * 2
+    assert [attempt["sql"] for attempt in evidence.attempts] == [
+        "SELECT count(*) FROM invoices WHERE paid"
+    ] * 2
 
 
 def test_model_can_decline(route_for: Any) -> None:
@@ -128,7 +130,9 @@ def test_prompt_injection_is_rejected_or_contained(
     before = fingerprint(module_pool)
     with ScriptedLLM(gullible) as llm:
         try:
-            evidence = route_for(llm, sql_statement_timeout_ms=1000, sql_max_cost=1e6).answer(question, "shop")
+            evidence = route_for(llm, sql_statement_timeout_ms=1000, sql_max_cost=1e6).answer(
+                question, "shop"
+            )
         except (SqlRejected, SqlExecutionError):
             evidence = None
     # Every hostile statement failed; an answer can only be the offline generator's own read-only query.
