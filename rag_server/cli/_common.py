@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -56,6 +57,12 @@ def database(current: Settings) -> Iterator[ConnectionPool]:
     """The migrated database's pool for the length of one command."""
     with open_pool(current) as pool:
         yield pool
+
+
+def write_json(path: Path, value: Any) -> None:
+    """A report as pretty JSON at `path`, its folder made if needed (dates and paths as strings)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=str))
 
 
 def print_json(value: Any) -> None:

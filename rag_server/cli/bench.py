@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from rag_server.cli._common import database, reports_errors, settings
+from rag_server.cli._common import database, reports_errors, settings, write_json
 from rag_server.domains import delete_domain
 from rag_server.embedding import get_embedder
 
@@ -38,8 +37,7 @@ def bench_ingest(
         if not keep:
             with pool.connection() as conn:
                 delete_domain(conn, domain, missing_ok=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result.as_dict(), indent=2))
+    write_json(output, result.as_dict())
     typer.echo(
         f"{result.documents} documents, {result.chunks} chunks\n"
         f"ingest end-to-end : {result.ingest_chunks_per_s:8.1f} chunks/s ({result.ingest_seconds:.1f} s)\n"
@@ -88,8 +86,7 @@ def bench_router(
                 found = get_domain(conn, domain)
         texts = load_questions(questions or [routing_data()])
         result = run_router_bench(Searcher(pool, get_embedder(current), current), found, texts, rounds)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
+    write_json(output, result)
     typer.echo(
         f"router p50 {result['router_ms']['p50']} ms (p95 {result['router_ms']['p95']}; target p50 < 5 ms); "
         f"embedding p50 {result['embed_ms']['p50']} ms; hybrid search p50 {result['hybrid_search_ms']['p50']} ms; "
@@ -131,8 +128,7 @@ def bench_retrieval(
         if not keep:
             with pool.connection() as conn:
                 delete_domain(conn, domain, missing_ok=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result.as_dict(), indent=2))
+    write_json(output, result.as_dict())
     lines = [
         f"{result.chunks} chunks (load {result.load_seconds:.0f}s, HNSW build {result.index_seconds:.0f}s)"
     ]

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from tqdm import tqdm
 
-from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings
+from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings, write_json
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 from rag_server.retrieval.types import CHUNK_ROUTES
@@ -66,8 +66,7 @@ def eval_retrieval(
     result = report.as_dict()
     typer.echo(markdown_table([result]))
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result, indent=2))
+        write_json(output, result)
     if report_dir:
         write_markdown([result], report_dir / "report.md")
         write_chart([result], report_dir / "chart.png")
@@ -154,8 +153,7 @@ def eval_routing(
                 searcher, dataset, domain, load_labels(labels) if labels else None, progress=bar.update
             )
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2))
+        write_json(output, report)
     if write_labels:
         write_labels.write_text("".join(json.dumps(row) + "\n" for row in oracle_training_rows(report)))
     typer.echo(_routing_table(report))
@@ -244,8 +242,7 @@ def eval_sql(
                 tables,
             )
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2, default=str))
+        write_json(output, report)
     if gold:
         typer.echo(
             f"gold queries: {report['gold_passed']} of {report['gold_total']} pass the validator and sandbox"
