@@ -22,11 +22,15 @@ import numpy as np
 from rag_server.embedding import Embedder
 from rag_server.errors import RagError
 from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
+from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable, Join
 
 ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
 # Bumped when features change: a stored model of another version is not used.
 FEATURE_VERSION = 3
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.jsonl"
+# The catalogs (column types, values, joins) of the invented schemas the built-in rows were asked against, so
+# training sees the table features (value mentions, "the offline generator maps it") as a real domain would.
+TRAINING_CATALOGS = DEFAULT_DATA.with_name("catalogs.json")
 
 
 @dataclass(frozen=True)
@@ -155,19 +159,58 @@ def featurize(
     rows: Sequence[LabeledQuestion], embedder: Embedder, domain_vocabulary: Vocabulary | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Handcrafted features (against each row's schema, or the domain's tables) and embeddings."""
+    catalogs = training_catalogs()
     features = np.stack(
-        [
-            handcrafted(
-                row.text,
-                Vocabulary.from_schema(row.schema)
-                if row.schema is not None
-                else domain_vocabulary or Vocabulary(),
-            )
-            for row in rows
-        ]
+        [handcrafted(row.text, _row_vocabulary(row, catalogs, domain_vocabulary)) for row in rows]
     )
     vectors = embedder.embed([row.text for row in rows])
     return features, vectors
+
+
+def _row_vocabulary(
+    row: LabeledQuestion, catalogs: dict[frozenset[str], Catalog], domain_vocabulary: Vocabulary | None
+) -> Vocabulary:
+    """A row's tables: the shipped catalog its schema names, else the bare names, else the domain's."""
+    if row.schema is None:
+        return domain_vocabulary or Vocabulary()
+    catalog = catalogs.get(frozenset(row.schema))
+    return Vocabulary.from_catalog(catalog) if catalog is not None else Vocabulary.from_schema(row.schema)
+
+
+def training_catalogs(path: Path = TRAINING_CATALOGS) -> dict[frozenset[str], Catalog]:
+    """The shipped catalogs by their "table.column" names. A column is a type, or [type, [its values]]."""
+    found = {}
+    for schema in json.loads(path.read_text(encoding="utf-8"))["schemas"]:
+        tables = {
+            table: CatalogTable(
+                table,
+                schema["name"],
+                table,
+                "training",
+                "",
+                1000,
+                tuple(_training_column(name, spec) for name, spec in columns.items()),
+            )
+            for table, columns in schema["tables"].items()
+        }
+        joins = tuple(Join(*_split_join(text)) for text in schema["joins"])
+        names = frozenset(
+            f"{table}.{column}" for table, columns in schema["tables"].items() for column in columns
+        )
+        found[names] = Catalog(schema["name"], schema["name"], tables, joins)
+    return found
+
+
+def _training_column(name: str, spec: str | list[Any]) -> CatalogColumn:
+    if isinstance(spec, str):
+        return CatalogColumn(name, spec, distinct_count=1000)
+    data_type, values = spec
+    return CatalogColumn(name, data_type, sample_values=tuple(values), distinct_count=len(values))
+
+
+def _split_join(text: str) -> tuple[str, str, str, str]:
+    left, right = (side.strip().split(".") for side in text.split("="))
+    return left[0], left[1], right[0], right[1]
 
 
 def train(
@@ -247,7 +290,7 @@ def train_with_default(
 
 def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:
     """The built-in model, trained on the shipped data on first use and cached under the data dir."""
-    data = DEFAULT_DATA.read_bytes()
+    data = DEFAULT_DATA.read_bytes() + TRAINING_CATALOGS.read_bytes()
     key = hashlib.sha256(data + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
     cached = cache_dir / f"router-default-{key}.json"
     if cached.is_file():

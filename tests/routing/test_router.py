@@ -20,7 +20,15 @@ from rag_server.domains import Domain, HnswOptions, ensure_domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import RagError
 from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
-from rag_server.routing.model import LabeledQuestion, load_labeled, save_model, train
+from rag_server.routing.model import (
+    DEFAULT_DATA,
+    LabeledQuestion,
+    featurize,
+    load_labeled,
+    save_model,
+    train,
+    training_catalogs,
+)
 from rag_server.routing.router import QueryRouter
 from tests.conftest import run_cli
 from tests.scripted_llm import ScriptedLLM
@@ -117,6 +125,27 @@ def test_trained_models_are_versioned_per_domain(
     assert decision.decided_by == f"docs v{second}" and decision.route == "keyword"
     assert router.route("horse b", domains["docs"]).route == "semantic"
     assert router.route("ERR-4012", domains["shop"]).decided_by == "default"  # other domains unaffected
+
+
+def test_built_in_rows_are_featurized_against_their_schemas_catalogs(embedder: Embedder) -> None:
+    """Training sees value mentions and "the offline generator maps it" as serving does, not constant zeros."""
+    catalogs = training_catalogs()
+    rows = load_labeled(DEFAULT_DATA)
+    schemas = {frozenset(row.schema) for row in rows if row.schema}
+    assert schemas <= set(catalogs), "a built-in schema without a shipped catalog"
+    saas = next(catalog for catalog in catalogs.values() if "subscriptions" in catalog.tables)
+    assert "enterprise" in saas.table("subscriptions").column("plan").text_values
+    names = tuple(f"{t.name}.{c.name}" for t in saas.tables.values() for c in t.columns)
+    asked = [
+        LabeledQuestion("how many urgent tickets per category", "sql", names),
+        LabeledQuestion(
+            "how many urgent tickets per category", "sql", ("tickets.priority", "tickets.category")
+        ),
+    ]
+    features, _ = featurize(asked, embedder)
+    values, expressible = FEATURE_NAMES.index("value_mentions"), FEATURE_NAMES.index("sql_expressible")
+    assert features[0, values] > 0 and features[0, expressible] == 1
+    assert features[1, values] == 0 and features[1, expressible] == 0  # bare names: no values, no catalog
 
 
 def test_labeled_data_errors_name_the_line(tmp_path: Path) -> None:
