@@ -31,8 +31,8 @@ rag-server eval report "${runs[@]}" --out "$out"
 rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --gold --json "$out/sql-gold-demo.json"
 rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --json "$out/sql-demo.json" \
     --min-accuracy 0.6
-# The router on the project's own set: hand labels, analytical questions included (0.911 in a clean-clone CI
-# run and here on 2026-11-25, 0.900 in CI before; the floor is the lower one minus 0.01, rounded down).
+# The router on the project's own set: hand labels, analytical questions included (0.911 here and in a
+# clean-clone CI run on 2026-11-25, 0.900 in an earlier CI run; the floor is the lower one minus 0.01).
 rag-server train-router --data rag_server/demo/routing.jsonl --domain eval-demo
 rag-server eval routing --dataset evals/sets/demo --corpus rag_server/demo/corpus --domain eval-demo \
     --tables rag_server/demo/tables --json "$out/routing-demo.json" --min-accuracy 0.89
