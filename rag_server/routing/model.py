@@ -178,7 +178,8 @@ def _row_vocabulary(
 
 
 def training_catalogs(path: Path = TRAINING_CATALOGS) -> dict[frozenset[str], Catalog]:
-    """The shipped catalogs by their "table.column" names. A column is a type, or [type, [its values]]."""
+    """The shipped catalogs by their "table.column" names. A column is a type, or [type, [its values]]; joins
+    are {"left": "table.column", "right": "table.column"}, as in a tables folder's catalog.json."""
     found = {}
     for schema in json.loads(path.read_text(encoding="utf-8"))["schemas"]:
         tables = {
@@ -193,7 +194,7 @@ def training_catalogs(path: Path = TRAINING_CATALOGS) -> dict[frozenset[str], Ca
             )
             for table, columns in schema["tables"].items()
         }
-        joins = tuple(Join(*_split_join(text)) for text in schema["joins"])
+        joins = tuple(Join(*_side(join["left"]), *_side(join["right"])) for join in schema["joins"])
         names = frozenset(
             f"{table}.{column}" for table, columns in schema["tables"].items() for column in columns
         )
@@ -208,9 +209,9 @@ def _training_column(name: str, spec: str | list[Any]) -> CatalogColumn:
     return CatalogColumn(name, data_type, sample_values=tuple(values), distinct_count=len(values))
 
 
-def _split_join(text: str) -> tuple[str, str, str, str]:
-    left, right = (side.strip().split(".") for side in text.split("="))
-    return left[0], left[1], right[0], right[1]
+def _side(name: str) -> tuple[str, str]:
+    table, _, column = name.partition(".")
+    return table, column
 
 
 def train(
