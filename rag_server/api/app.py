@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rag_server import __version__
 from rag_server.config import Settings, get_settings
@@ -47,6 +47,9 @@ _STATUS: list[tuple[type[RagError], int]] = [
 
 class SearchBody(BaseModel):
     """POST /v1/search."""
+
+    # A misspelled field ("filter", "top_k") is an error, not a silently unfiltered search.
+    model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4000)
     domain: str | None = None

@@ -57,6 +57,7 @@ def test_domains_and_documents(client: TestClient) -> None:
         ({"query": "", "domain": DEMO_DOMAIN}, 422, "query"),
         ({"domain": DEMO_DOMAIN}, 422, "query"),
         ({"query": "x", "domain": DEMO_DOMAIN, "filters": [1, 2]}, 422, "filters"),
+        ({"query": "x", "domain": DEMO_DOMAIN, "filter": {"format": "md"}}, 422, "filter"),
         ({"query": "   ", "domain": DEMO_DOMAIN}, 400, "empty"),
     ],
 )
