@@ -172,6 +172,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if aggregate is None and top is None and not listing:
         raise SqlDeclined("no count, sum, average, minimum, maximum, top-N or list request found")
     table = _main_table(text, catalog)
+    ranked = _named_table(which.group(1), catalog) if which is not None and top is None else None
+    if ranked is not None:
+        # "which customer has the most orders": the top entity, not a group of its own key column.
+        table, top, which = ranked, 1, None
     plan = _Plan(table, aggregate=aggregate, top=top)
     if which is not None and top is None:
         # "which street has the most restaurants": the group with the largest measure.
@@ -235,7 +239,9 @@ def _top_n(text: str) -> int | None:
         r"\b(?:top|best|first|biggest|largest|highest)\s+(\d+|" + "|".join(_NUMBER_WORDS) + r")\b", text
     )
     match = match or re.search(
-        r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(?:most|highest|largest|biggest|top)\b", text
+        r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(?:most|highest|largest|biggest|top|"
+        r"least|fewest|lowest|smallest|cheapest)\b",
+        text,
     )
     match = match or re.search(
         r"\bwhich (\d+|"
@@ -314,19 +320,24 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
     raise SqlDeclined("the question names none of the tables " + ", ".join(sorted(catalog.tables)))
 
 
+def _named_table(word: str, catalog: Catalog) -> CatalogTable | None:
+    return next((table for table in catalog.tables.values() if _position(word, table.name) == 0), None)
+
+
 def _has_mentioned_value(text: str, table: CatalogTable) -> bool:
     return any(_names_value(text, value) for column in table.columns for value in column.text_values)
 
 
+def _money_columns(table: CatalogTable) -> list[CatalogColumn]:
+    return [
+        c
+        for c in table.columns
+        if c.is_numeric and not _is_key(c) and any(p in c.name for p in _MONEY_COLUMNS)
+    ]
+
+
 def _money_column(table: CatalogTable) -> CatalogColumn | None:
-    return next(
-        (
-            c
-            for c in table.columns
-            if c.is_numeric and not _is_key(c) and any(p in c.name for p in _MONEY_COLUMNS)
-        ),
-        None,
-    )
+    return next(iter(_money_columns(table)), None)
 
 
 def _join(catalog: Catalog, plan: _Plan, other: CatalogTable) -> bool:
@@ -469,6 +480,10 @@ def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
         first_date = _date_column(text, plan.table)
         if first_date is not None:
             named = [(plan.table, first_date)]
+    if not named and plan.aggregate in {"min", "max"} and _SIZE.search(text) and not _COUNTING.search(text):
+        # "the biggest order", "the 3 cheapest orders": a row's size is its money, when it has one money column.
+        money = _money_columns(plan.table)
+        named = [(plan.table, money[0])] if len(money) == 1 else []
     if not named and any(word in text for word in _MONEY_WORDS):
         named = [(t, c) for t, c in numeric if any(part in c.name for part in _MONEY_COLUMNS)]
     # Never a guess: the question must name the measured column (or say money and have one money column).
@@ -480,6 +495,8 @@ def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
     plan.measure = (table.name, column.name)
 
 
+_SIZE = re.compile(r"\b(biggest|largest|smallest|most expensive|least expensive|cheapest|priciest)\b")
+_COUNTING = re.compile(r"\b(number of|how many|count)\b")
 _WHICH_MOST = re.compile(
     r"\bwhich (\w+) (?:has|had|have|gets|got|sees|saw|does|did) the "
     r"(most|highest|largest|biggest|fewest|lowest|least|smallest)\b"

@@ -31,6 +31,12 @@ ANSWERS = [
     ("When did the first enterprise customer sign up?", [["2024-04-13"]]),
     ("List the orders with amount over 1000", [[14, 4, 4500.0, "paid", "2024-06-30"]]),
     ("how many customers have more than 0 orders", None),
+    # A "which" that names a table ranks its rows (not groups of its own key), by a named or money measure.
+    ("Which order has the highest amount?", [[14, 4500.0]]),
+    ("Which customer has the biggest order?", [[4, "Umbrella", 4500.0]]),
+    ("What was the largest order?", [[4500.0]]),
+    ("the 3 cheapest orders", [[13, 45.25], [11, 80.0], [10, 100.5]]),
+    ("the 2 smallest orders", [[13, 45.25], [11, 80.0]]),
 ]
 
 DECLINED = [
@@ -55,6 +61,22 @@ def test_answers(
     sql = generate(question, shop_catalog, TODAY)
     result = execute(module_pool, validate(sql, shop_catalog, 100), shop_catalog.schema_name, SandboxLimits())
     assert result.rows == rows, sql
+
+
+@pytest.mark.parametrize(
+    ("question", "winners", "count"),
+    [
+        ("Which customer has the most orders?", {1, 2}, 2),
+        ("Which customer has the fewest orders?", {3, 4}, 1),
+    ],
+)
+def test_which_entity_counts_its_rows_in_the_related_table(
+    question: str, winners: set[int], count: int, shop_catalog: Catalog, module_pool: ConnectionPool
+) -> None:
+    # Ties are broken by the database, so any tied customer is right; a count of 1 for "most" was the old bug.
+    sql = generate(question, shop_catalog, TODAY)
+    result = execute(module_pool, validate(sql, shop_catalog, 100), shop_catalog.schema_name, SandboxLimits())
+    assert len(result.rows) == 1 and result.rows[0][0] in winners and result.rows[0][-1] == count, sql
 
 
 @pytest.mark.parametrize("question", DECLINED)
