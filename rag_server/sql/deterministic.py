@@ -537,7 +537,8 @@ def _group_by_phrase(phrase: str, catalog: Catalog, plan: _Plan) -> None:
     period = _PERIOD.match(phrase)
     date_column = _date_column(phrase, plan.table)
     if period and date_column is not None:
-        plan.groups.append(f"date_trunc('{period.group(1)}', {plan.table.name}.{date_column.name})")
+        # As a date: date_trunc gives a timestamp with a time zone, "2025-03-01T00:00:00+00:00" for March.
+        plan.groups.append(f"date_trunc('{period.group(1)}', {plan.table.name}.{date_column.name})::date")
 
 
 def _starts_with_column(words: list[str], column: CatalogColumn) -> bool:

@@ -28,6 +28,10 @@ ANSWERS = [
     ("Which plan has the most customers?", [["team", 2]]),
     ("how many orders between March 10 and June 30, 2024", [[4]]),
     ("orders in the last 2 months: how many?", [[2]]),
+    (
+        "number of orders per month in 2024",
+        [["2024-03-01", 2], ["2024-04-01", 1], ["2024-05-01", 1], ["2024-06-01", 1], ["2024-07-01", 1]],
+    ),
     ("When did the first enterprise customer sign up?", [["2024-04-13"]]),
     ("List the orders with amount over 1000", [[14, 4, 4500.0, "paid", "2024-06-30"]]),
     ("how many customers have more than 0 orders", None),
