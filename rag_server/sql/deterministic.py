@@ -361,7 +361,9 @@ def _joinable(catalog: Catalog, plan: _Plan) -> list[CatalogTable]:
 
 
 def _value_pattern(form: str) -> str:
-    return rf"(?<![\w-]){re.escape(form)}(?![\w-])"
+    # "duplicate charges" names duplicate_charge; short values ("us", "eu") only as written ("uses" is no "us").
+    plural = "s?" if len(form) >= 4 else ""
+    return rf"(?<![\w-]){re.escape(form)}{plural}(?![\w-])"
 
 
 def _without_values(text: str, catalog: Catalog) -> str:

@@ -9,7 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from rag_server.errors import SqlDeclined
 from rag_server.sql.catalog import Catalog
-from rag_server.sql.deterministic import generate
+from rag_server.sql.deterministic import _names_value, generate
 from rag_server.sql.sandbox import SandboxLimits, execute
 from rag_server.sql.validator import validate
 
@@ -93,3 +93,17 @@ def test_every_generated_statement_passes_the_validator(shop_catalog: Catalog) -
     for question, rows in ANSWERS:
         if rows is not None:
             validate(generate(question, shop_catalog, TODAY), shop_catalog, 100)
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "named"),
+    [
+        (" refunds for duplicate charges ", "duplicate_charge", True),
+        (" how many refunds were cancellations ", "cancellation", True),
+        (" what it uses ", "us", False),  # a short value is matched only as written
+        (" customers in the us ", "us", True),
+        (" the teamster union ", "team", False),
+    ],
+)
+def test_values_are_named_in_the_plural_too(text: str, value: str, named: bool) -> None:
+    assert _names_value(text, value) is named
