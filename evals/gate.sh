@@ -40,7 +40,8 @@ rag-server eval routing --dataset evals/sets/demo --corpus rag_server/demo/corpu
 defog=../shared/data/sql/defog
 if [ -d "$defog" ]; then
     rag-server eval sql --dataset "$defog" --gold --json "$out/sql-gold-defog.json"
-    rag-server eval sql --dataset "$defog" --json "$out/sql-defog.json"
+    # Measured 11 of 70 right, none wrong (0.157 on 2026-11-25); the floor is that minus 0.03.
+    rag-server eval sql --dataset "$defog" --json "$out/sql-defog.json" --min-accuracy 0.12
 else
     echo "no $defog: the defog gold check is skipped" >&2
 fi

@@ -21,7 +21,9 @@ import numpy as np
 
 from rag_server.embedding import Embedder
 from rag_server.errors import RagError
+from rag_server.routing import features
 from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
+from rag_server.sql import deterministic
 from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable, Join
 
 ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
@@ -291,7 +293,9 @@ def train_with_default(
 
 def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:
     """The built-in model, trained on the shipped data on first use and cached under the data dir."""
-    data = DEFAULT_DATA.read_bytes() + TRAINING_CATALOGS.read_bytes()
+    # The features run the offline SQL generator (sql_expressible): a change to either code retrains.
+    code = b"".join(Path(module.__file__).read_bytes() for module in (features, deterministic))
+    data = DEFAULT_DATA.read_bytes() + TRAINING_CATALOGS.read_bytes() + code
     key = hashlib.sha256(data + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
     cached = cache_dir / f"router-default-{key}.json"
     if cached.is_file():

@@ -77,6 +77,8 @@ _UNSUPPORTED = (
     " not ",
     " no ",
     "n't ",
+    "non-",
+    " non ",
     "without",
     "never",
     "except",
@@ -133,6 +135,10 @@ _COMPARATORS = {
     "under": "<",
     "at most": "<=",
     "fewer than": "<",
+    ">=": ">=",
+    "<=": "<=",
+    ">": ">",
+    "<": "<",
 }
 _QUARTER_WORDS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
 _NUMBER_WORDS = {"three": 3, "five": 5, "ten": 10, "twenty": 20, "two": 2, "four": 4, "six": 6, "seven": 7}
@@ -158,13 +164,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if not catalog.tables:
         raise SqlDeclined(f"domain {catalog.domain!r} has no tables")
     text = _normalize(question)
-    # A known value ("duplicate_charge", "New York") is data, not an ask: look for unsupported asks without them.
-    asks = _without_values(text, catalog)
-    unsupported = next((phrase.strip() for phrase in _UNSUPPORTED if phrase in asks), None)
-    if unsupported:
-        raise SqlDeclined(
-            f"the question asks for something the offline generator cannot express ({unsupported!r})"
-        )
+    share = _SHARE.search(text)
+    _check_supported(text[: share.start()] + " " + text[share.end() :] if share else text, catalog)
+    if share is not None:
+        return _share(text, share, catalog, today or dt.date.today())
     aggregate = _aggregate(text)
     top = _top_n(text)
     which = _WHICH_MOST.search(text)
@@ -211,6 +214,74 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     elif not plan.filters:
         raise SqlDeclined("a list needs at least one filter the catalog's values or dates can express")
     return _write(plan)
+
+
+def _check_supported(text: str, catalog: Catalog) -> None:
+    # A known value ("duplicate_charge", "New York") is data, not an ask: look for unsupported asks without them.
+    asks = _without_values(text, catalog)
+    unsupported = next((phrase.strip() for phrase in _UNSUPPORTED if phrase in asks), None)
+    if unsupported:
+        raise SqlDeclined(
+            f"the question asks for something the offline generator cannot express ({unsupported!r})"
+        )
+
+
+def _share(text: str, match: re.Match[str], catalog: Catalog, today: dt.date) -> str:
+    """`percentage of <population> <condition>`, `ratio of <part> to | out of <whole>`: a share of one table's rows.
+
+    Filters of the part count in the numerator only. Filters of the whole apply to both, except those on a column
+    the part also filters ("ratio of rating above 4 to rating below 4"), which make the denominator."""
+    rest = text[match.end() :]
+    counted = re.sub(r"\b(?:total (?:number|count)|overall)\b", " ", rest)  # counts, not sums
+    asked = {name for name, words in AGGREGATES for word in words if word in counted}
+    of_money = re.match(
+        r"\s*(?:the )?(?:total )?(?:" + "|".join(_MONEY_WORDS) + r")\b", _without_values(rest, catalog)
+    )
+    if asked - {"count"} or of_money or _GROUPING.search(rest):
+        raise SqlDeclined("the offline generator cannot express a share of amounts or a share per group")
+    table = _main_table(rest, catalog)
+    others = [t.name for t in catalog.tables.values() if t.name != table.name and _mentions(rest, t.name)]
+    if others:
+        raise SqlDeclined(
+            f"the offline generator cannot express a share across tables ({table.name}, {', '.join(others)})"
+        )
+    split = re.search(r" (?:out of|among|of all) " + ("| to " if match.group(1) == "ratio" else ""), rest)
+    if split is not None:
+        part, whole = rest[: split.start()], rest[split.end() :]
+    else:
+        # "share of urgent tickets were resolved": the population ends where the table is named.
+        named = _naming(rest, table.name)
+        end = min(named)[1] if named else 0
+        part, whole = rest[end:], rest[:end]
+    plan = _Plan(table)
+    part_filters = _segment_filters(part, catalog, plan, today)
+    if not part_filters:
+        raise SqlDeclined(f"cannot tell which {table.name} the {match.group(1)} counts")
+    part_columns = {condition.split(" ")[0] for condition in part_filters}
+    whole_only: list[str] = []
+    for condition in _segment_filters(whole, catalog, plan, today):
+        contrasting = (
+            split is not None and split.group(0) == " to " and condition.split(" ")[0] in part_columns
+        )
+        (whole_only if contrasting else plan.filters).append(condition)
+    scale = "100.0" if match.group(1) in {"share", "percentage", "percent"} else "1.0"
+    denominator = f"count(*) FILTER (WHERE {' AND '.join(whole_only)})" if whole_only else "count(*)"
+    where = f" WHERE {' AND '.join(plan.filters)}" if plan.filters else ""
+    return (
+        f"SELECT {scale} * count(*) FILTER (WHERE {' AND '.join(part_filters)}) / NULLIF({denominator}, 0) "
+        f"AS value FROM {_from_clause(plan)}{where}"
+    )
+
+
+def _segment_filters(segment: str, catalog: Catalog, plan: _Plan, today: dt.date) -> list[str]:
+    """The filters one part of the question states (joins stay on the plan)."""
+    kept = plan.filters
+    plan.filters = []
+    _resolve_filters(segment, catalog, plan)
+    _resolve_dates(segment, catalog, plan, today)
+    _resolve_comparisons(segment, catalog, plan)
+    found, plan.filters = plan.filters, kept
+    return found
 
 
 def _normalize(question: str) -> str:
@@ -265,16 +336,21 @@ def _words(name: str) -> list[str]:
 
 def _position(text: str, name: str) -> int | None:
     """Where the text first names this table or column (plural, singular, spaces for underscores), if it does."""
+    found = _naming(text, name)
+    return min(found)[0] if found else None
+
+
+def _naming(text: str, name: str) -> list[tuple[int, int]]:
+    """(start, end) of the first place each form of the name appears."""
     phrase = " ".join(_words(name)) or name.lower()
     variants = {phrase, phrase.rstrip("s"), phrase + "s", phrase + "es", re.sub(r"ies$", "y", phrase)}
-    found = [
-        match.start()
+    return [
+        match.span()
         for variant in variants
         if len(variant) > 1
         for match in [re.search(rf"\b{re.escape(variant)}\b", text)]
         if match
     ]
-    return min(found) if found else None
 
 
 def _all_words_in(text: str, name: str) -> bool:
@@ -409,7 +485,8 @@ def _resolve_filters(text: str, catalog: Catalog, plan: _Plan) -> None:
 
 def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
     """`amount over 500`, `rating higher than 4`: a numeric column named just before a comparator and a number."""
-    pattern = r"\b(" + "|".join(_COMPARATORS) + r")\s+\$?(\d+(?:\.\d+)?)"
+    words = "|".join(re.escape(word) for word in sorted(_COMPARATORS, key=len, reverse=True))
+    pattern = r"(?<![\w<>=])(" + words + r")\s*\$?(\d+(?:\.\d+)?)"
     for match in re.finditer(pattern, text):
         before = text[max(0, match.start() - 40) : match.start()]
         after = text[match.end() : match.end() + 25]
@@ -436,7 +513,7 @@ def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
         _, table, column = max(found, key=lambda item: item[0])
         _join(catalog, plan, table)
         plan.filters.append(f"{table.name}.{column.name} {_COMPARATORS[match.group(1)]} {match.group(2)}")
-    if re.search(r"\b(" + "|".join(_COMPARATORS) + r")\b", re.sub(pattern, " ", text)):
+    if re.search(r"(?<![\w<>=])(" + words + r")(?!\w)", re.sub(pattern, " ", text)):
         raise SqlDeclined("the question compares with something other than a number")
 
 
@@ -499,6 +576,7 @@ def _resolve_measure(text: str, catalog: Catalog, plan: _Plan) -> None:
 
 _SIZE = re.compile(r"\b(biggest|largest|smallest|most expensive|least expensive|cheapest|priciest)\b")
 _COUNTING = re.compile(r"\b(number of|how many|count)\b")
+_SHARE = re.compile(r"\b(share|percentage|percent|proportion|fraction|ratio) of\b")
 _WHICH_MOST = re.compile(
     r"\bwhich (\w+) (?:has|had|have|gets|got|sees|saw|does|did) the "
     r"(most|highest|largest|biggest|fewest|lowest|least|smallest)\b"
@@ -728,10 +806,12 @@ def _display_columns(table: CatalogTable) -> list[str]:
     return [f"{table.name}.{key}"] + ([f"{table.name}.{name}"] if name else [])
 
 
+def _from_clause(plan: _Plan) -> str:
+    return plan.table.name + "".join(f" JOIN {name} ON {condition}" for name, condition in plan.joins.items())
+
+
 def _write(plan: _Plan) -> str:
-    from_clause = plan.table.name + "".join(
-        f" JOIN {name} ON {condition}" for name, condition in plan.joins.items()
-    )
+    from_clause = _from_clause(plan)
     where = f" WHERE {' AND '.join(plan.filters)}" if plan.filters else ""
     if plan.aggregate is None:
         # Joined rows repeat the listed table's rows: list each once.

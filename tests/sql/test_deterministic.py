@@ -43,14 +43,28 @@ ANSWERS = [
     ("the 2 smallest orders", [[13, 45.25], [11, 80.0]]),
 ]
 
+# Shares of one table's rows: the part's filters count in the numerator, the whole's in both (by hand).
+SHARES = [
+    ("What share of orders were refunded?", 100 / 6),
+    ("percentage of EU customers on the team plan", 50.0),
+    ("ratio of paid orders to failed orders", 4.0),
+    ("ratio of orders with amount > 100 out of all orders in 2024", 4 / 6),
+    (
+        "ratio of orders with amount over 200 to orders with amount under 200 between March 1 and June 30, 2024",
+        2 / 3,
+    ),
+]
+
 DECLINED = [
     "Who is the CEO of Acme?",
-    "What share of orders were refunded?",
     "Which customers ordered both in March and in May?",
     "How many orders did customers with no refunds place?",
     "average revenue compared to last year",
     "how many widgets were sold",
     "What is the median order amount?",
+    "ratio of customers to orders",
+    "what percentage of revenue came from EU customers",
+    "share of orders per plan that were refunded",
 ]
 
 
@@ -65,6 +79,13 @@ def test_answers(
     sql = generate(question, shop_catalog, TODAY)
     result = execute(module_pool, validate(sql, shop_catalog, 100), shop_catalog.schema_name, SandboxLimits())
     assert result.rows == rows, sql
+
+
+@pytest.mark.parametrize(("question", "value"), SHARES)
+def test_shares(question: str, value: float, shop_catalog: Catalog, module_pool: ConnectionPool) -> None:
+    sql = generate(question, shop_catalog, TODAY)
+    result = execute(module_pool, validate(sql, shop_catalog, 100), shop_catalog.schema_name, SandboxLimits())
+    assert len(result.rows) == 1 and float(result.rows[0][0]) == pytest.approx(value), sql
 
 
 @pytest.mark.parametrize(
