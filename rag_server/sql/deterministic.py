@@ -140,6 +140,7 @@ _COMPARATORS = {
     ">": ">",
     "<": "<",
 }
+_COMPARATOR_WORDS = "|".join(re.escape(word) for word in sorted(_COMPARATORS, key=len, reverse=True))
 _QUARTER_WORDS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
 _NUMBER_WORDS = {"three": 3, "five": 5, "ten": 10, "twenty": 20, "two": 2, "four": 4, "six": 6, "seven": 7}
 
@@ -175,6 +176,9 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if aggregate is None and top is None and not listing:
         raise SqlDeclined("no count, sum, average, minimum, maximum, top-N or list request found")
     table = _main_table(text, catalog)
+    counted = _counted_rows(text, catalog, table)
+    if counted is not None:
+        return _having(text, counted, catalog, table, today or dt.date.today())
     ranked = _named_table(which.group(1), catalog) if which is not None and top is None else None
     if ranked is not None:
         # "which customer has the most orders": the top entity, not a group of its own key column.
@@ -271,6 +275,63 @@ def _share(text: str, match: re.Match[str], catalog: Catalog, today: dt.date) ->
         f"SELECT {scale} * count(*) FILTER (WHERE {' AND '.join(part_filters)}) / NULLIF({denominator}, 0) "
         f"AS value FROM {_from_clause(plan)}{where}"
     )
+
+
+def _counted_rows(
+    text: str, catalog: Catalog, entity: CatalogTable
+) -> tuple[re.Match[str], CatalogTable] | None:
+    """`more than 10 support tickets`: a comparison whose number counts the rows of another table."""
+    for match in re.finditer(r"(?<![\w<>=])(" + _COMPARATOR_WORDS + r")\s*(\d+)\s+", text):
+        after = " ".join(text[match.end() :].split()[:3])
+        named = [
+            t
+            for t in catalog.tables.values()
+            if t.name != entity.name and _position(after, t.name) is not None
+        ]
+        measured = any(
+            _position(after, c.name) is not None
+            for t in catalog.tables.values()
+            for c in t.columns
+            if c.is_numeric and not _is_key(c)
+        )
+        if named and not measured:
+            return match, named[0]
+    return None
+
+
+def _having(
+    text: str,
+    counted: tuple[re.Match[str], CatalogTable],
+    catalog: Catalog,
+    entity: CatalogTable,
+    today: dt.date,
+) -> str:
+    """Entities by how many rows of another table they have: a LEFT JOIN, so that none counts as 0."""
+    match, fact = counted
+    joins = catalog.joins_between(entity.name, fact.name)
+    if not joins:
+        raise SqlDeclined(f"no declared join connects {entity.name!r} and {fact.name!r}")
+    join = joins[0]
+    on = f"{join.left_table}.{join.left_column} = {join.right_table}.{join.right_column}"
+    fact_key = join.left_column if join.left_table == fact.name else join.right_column
+    rest = text[: match.start()] + " " + text[match.end() :]
+    plan = _Plan(fact)
+    _join(catalog, plan, entity)
+    conditions = _segment_filters(rest, catalog, plan, today)
+    if set(plan.joins) - {entity.name}:
+        raise SqlDeclined("the question filters on a third table; the offline generator joins two here")
+    # Conditions on the counted rows belong to the join; a WHERE on them would drop the entities with none.
+    on_fact = [c for c in conditions if c.startswith(f"{fact.name}.")]
+    where = [c for c in conditions if c not in on_fact]
+    keys = ", ".join(_display_columns(entity))
+    sql = (
+        f"SELECT {keys}, count({fact.name}.{fact_key}) AS value FROM {entity.name} LEFT JOIN {fact.name} "
+        f"ON {' AND '.join([on, *on_fact])}{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {keys} "
+        f"HAVING count({fact.name}.{fact_key}) {_COMPARATORS[match.group(1)]} {match.group(2)}"
+    )
+    if re.match(r"\s*(how many|number of|count)\b", text):
+        return f"SELECT count(*) AS value FROM ({sql}) AS counted"
+    return sql + " ORDER BY value DESC, 1"
 
 
 def _segment_filters(segment: str, catalog: Catalog, plan: _Plan, today: dt.date) -> list[str]:
@@ -485,7 +546,7 @@ def _resolve_filters(text: str, catalog: Catalog, plan: _Plan) -> None:
 
 def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
     """`amount over 500`, `rating higher than 4`: a numeric column named just before a comparator and a number."""
-    words = "|".join(re.escape(word) for word in sorted(_COMPARATORS, key=len, reverse=True))
+    words = _COMPARATOR_WORDS
     pattern = r"(?<![\w<>=])(" + words + r")\s*\$?(\d+(?:\.\d+)?)"
     for match in re.finditer(pattern, text):
         before = text[max(0, match.start() - 40) : match.start()]

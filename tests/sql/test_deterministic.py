@@ -34,7 +34,14 @@ ANSWERS = [
     ),
     ("When did the first enterprise customer sign up?", [["2024-04-13"]]),
     ("List the orders with amount over 1000", [[14, 4, 4500.0, "paid", "2024-06-30"]]),
-    ("how many customers have more than 0 orders", None),
+    # Entities by how many rows of another table they have; none counts as 0 (a LEFT JOIN).
+    ("how many customers have more than 0 orders", [[4]]),
+    ("Which customers have more than 1 order?", [[1, "Acme", 2], [2, "Globex", 2]]),
+    (
+        "Which customers have fewer than 1 refunded order?",
+        [[2, "Globex", 0], [3, "Initech", 0], [4, "Umbrella", 0]],
+    ),
+    ("How many EU customers have at least 2 orders?", [[1]]),
     # A "which" that names a table ranks its rows (not groups of its own key), by a named or money measure.
     ("Which order has the highest amount?", [[14, 4500.0]]),
     ("Which customer has the biggest order?", [[4, "Umbrella", 4500.0]]),
