@@ -27,10 +27,10 @@ fi
 rag-server eval report "${runs[@]}" --out "$out"
 
 # The sql route: no gold query rejected (project set, and defog when present); the offline generator's accuracy
-# on the project's analytical questions stays at its measured level (0.700 on 2026-11-25, minus 0.03).
+# on the project's analytical questions stays at its measured level (0.733 on 2026-11-25, minus 0.03).
 rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --gold --json "$out/sql-gold-demo.json"
 rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --json "$out/sql-demo.json" \
-    --min-accuracy 0.67
+    --min-accuracy 0.7
 # The router on the project's own set: hand labels, analytical questions included (0.911 here and in a
 # clean-clone CI run on 2026-11-25, 0.900 in an earlier CI run; the floor is the lower one minus 0.01).
 rag-server train-router --data rag_server/demo/routing.jsonl --domain eval-demo

@@ -90,7 +90,6 @@ _UNSUPPORTED = (
     " like ",
     "more than one",
     " same ",
-    "within",
     "weekend",
     "weekday",
     " age ",
@@ -135,6 +134,7 @@ _COMPARATORS = {
     "under": "<",
     "at most": "<=",
     "fewer than": "<",
+    "within": "<=",
     ">=": ">=",
     "<=": "<=",
     ">": ">",
@@ -569,6 +569,8 @@ def _resolve_comparisons(text: str, catalog: Catalog, plan: _Plan) -> None:
             for position in [_position(before, c.name)]
             if position is not None
         ]
+        # "a first response within 1 hour" names first_response_hours around the number.
+        found = found or [(0, t, c) for t, c in numeric if _all_words_in(before + " " + after, c.name)]
         if not found:
             raise SqlDeclined(f"cannot tell which column {match.group(0)!r} compares")
         _, table, column = max(found, key=lambda item: item[0])

@@ -42,6 +42,7 @@ ANSWERS = [
         [[2, "Globex", 0], [3, "Initech", 0], [4, "Umbrella", 0]],
     ),
     ("How many EU customers have at least 2 orders?", [[1]]),
+    ("How many orders have an amount within 100?", [[2]]),
     # A "which" that names a table ranks its rows (not groups of its own key), by a named or money measure.
     ("Which order has the highest amount?", [[14, 4500.0]]),
     ("Which customer has the biggest order?", [[4, "Umbrella", 4500.0]]),
@@ -70,6 +71,7 @@ DECLINED = [
     "how many widgets were sold",
     "What is the median order amount?",
     "ratio of customers to orders",
+    "How many orders were paid within the EU?",
     "what percentage of revenue came from EU customers",
     "share of orders per plan that were refunded",
 ]
