@@ -165,10 +165,11 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     if not catalog.tables:
         raise SqlDeclined(f"domain {catalog.domain!r} has no tables")
     text = _normalize(question)
+    today = today or dt.date.today()
     share = _SHARE.search(text)
     _check_supported(text[: share.start()] + " " + text[share.end() :] if share else text, catalog)
     if share is not None:
-        return _share(text, share, catalog, today or dt.date.today())
+        return _share(text, share, catalog, today)
     aggregate = _aggregate(text)
     top = _top_n(text)
     which = _WHICH_MOST.search(text)
@@ -178,7 +179,7 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     table = _main_table(text, catalog)
     counted = _counted_rows(text, catalog, table)
     if counted is not None:
-        return _having(text, counted, catalog, table, today or dt.date.today())
+        return _having(text, counted, catalog, table, today)
     ranked = _named_table(which.group(1), catalog) if which is not None and top is None else None
     if ranked is not None:
         # "which customer has the most orders": the top entity, not a group of its own key column.
@@ -205,7 +206,7 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
         plan.table = _fact_table(text, catalog, table)
         _join(catalog, plan, table)
     _resolve_filters(text, catalog, plan)
-    _resolve_dates(text, catalog, plan, today or dt.date.today())
+    _resolve_dates(text, catalog, plan, today)
     _resolve_comparisons(text, catalog, plan)
     _check_all_tables_used(text, catalog, plan)
     if plan.groups:
@@ -308,15 +309,13 @@ def _having(
 ) -> str:
     """Entities by how many rows of another table they have: a LEFT JOIN, so that none counts as 0."""
     match, fact = counted
-    joins = catalog.joins_between(entity.name, fact.name)
-    if not joins:
+    plan = _Plan(fact)
+    if not _join(catalog, plan, entity):
         raise SqlDeclined(f"no declared join connects {entity.name!r} and {fact.name!r}")
-    join = joins[0]
-    on = f"{join.left_table}.{join.left_column} = {join.right_table}.{join.right_column}"
+    on = plan.joins[entity.name]
+    join = catalog.joins_between(fact.name, entity.name)[0]  # the one _join wrote
     fact_key = join.left_column if join.left_table == fact.name else join.right_column
     rest = text[: match.start()] + " " + text[match.end() :]
-    plan = _Plan(fact)
-    _join(catalog, plan, entity)
     conditions = _segment_filters(rest, catalog, plan, today)
     if set(plan.joins) - {entity.name}:
         raise SqlDeclined("the question filters on a third table; the offline generator joins two here")
