@@ -55,7 +55,11 @@ def load_labeled(path: Path) -> list[LabeledQuestion]:
             row = json.loads(line)
             schema = tuple(row["schema"]) if row.get("schema") is not None else None
             question = LabeledQuestion(row["text"], row["route"], schema)
-        except (ValueError, KeyError, TypeError) as error:
+        except KeyError as error:
+            raise RagError(
+                f'{path}:{number}: missing field {error} (a row is {{"text": ..., "route": ...}})'
+            ) from None
+        except (ValueError, TypeError) as error:
             raise RagError(f"{path}:{number}: not a labeled question ({error})") from None
         if question.route not in ROUTER_ROUTES:
             raise RagError(

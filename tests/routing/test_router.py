@@ -148,11 +148,19 @@ def test_built_in_rows_are_featurized_against_their_schemas_catalogs(embedder: E
     assert features[1, values] == 0 and features[1, expressible] == 0  # bare names: no values, no catalog
 
 
-def test_labeled_data_errors_name_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "rows.jsonl"
-    path.write_text('{"text": "a", "route": "keyword"}\n{"text": "b", "route": "teleport"}\n')
-    with pytest.raises(RagError, match=r"rows\.jsonl:2"):
-        load_labeled(path)
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ('{"question": "how many orders", "route": "sql"}', "missing field 'text'"),
+        ("not json", "not a labeled question"),
+        ('{"text": "how many orders", "route": "banana"}', "route 'banana' is not one of"),
+    ],
+)
+def test_bad_labeled_rows_name_their_line(tmp_path: Path, row: str, message: str) -> None:
+    data = tmp_path / "labels.jsonl"
+    data.write_text('{"text": "ERR-4012", "route": "keyword"}\n' + row + "\n")
+    with pytest.raises(RagError, match=f"labels.jsonl:2: {message}"):
+        load_labeled(data)
 
 
 def test_model_routing_is_counted_and_bounded(
