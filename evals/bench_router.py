@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,15 @@ def run_router_bench(
     vectors = searcher.embedder.embed(questions[:1])
     searcher.router.route(questions[0], domain, vectors[0])  # warm: the model, the vocabulary
     embed_ms, route_ms, hybrid_ms = [], [], []
-    surface = 0
+    surface: Counter[str] = Counter()
     for _ in range(rounds):
         for question in questions:
             started = time.perf_counter()
             vector = searcher.embedder.embed([question])[0]
             embed_ms.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
-            surface += searcher.router.route(question, domain, vector).before_embedding
+            decision = searcher.router.route(question, domain, vector)
+            surface[decision.route] += decision.before_embedding
             route_ms.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             searcher.search(SearchRequest(question, domain.name, "hybrid", 10), query_vector=vector)
@@ -57,6 +59,9 @@ def run_router_bench(
         "hybrid_search_ms": hybrid,
         "router_over_hybrid_p50": round(router["p50"] / hybrid["p50"], 4) if hybrid["p50"] else None,
         "router_target_p50_ms": 5.0,
-        # Questions the surface model sent to keyword search: their searches need no embedding at all.
-        "routed_before_embedding": round(surface / len(route_ms), 4),
+        # Questions the surface model sent to keyword search or SQL: their searches need no embedding at all.
+        "routed_before_embedding": round(sum(surface.values()) / len(route_ms), 4),
+        "routed_before_embedding_by_route": {
+            route: round(count / len(route_ms), 4) for route, count in sorted(surface.items()) if count
+        },
     }

@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     # --- query router (route "auto") ---
     # Below this confidence the trained router does not guess: it asks the model (if enabled) or uses hybrid.
     router_min_confidence: float = Field(default=0.5, ge=0, le=1)
-    # The surface model (handcrafted features, no embedding) sends a question to keyword search before it is
-    # embedded when at least this sure; 1 turns that off (every question is embedded, then routed).
+    # The surface model (handcrafted features, no embedding) sends a question to keyword search, or to sql when
+    # the offline generator maps it onto the tables, before it is embedded when at least this sure (sql also
+    # needs router_sql_confidence); 1 turns that off (every question is embedded, then routed).
     router_surface_confidence: float = Field(default=0.9, ge=0, le=1)
     # A question routed to sql with less confidence than this gets hybrid chunks beside the rows (so does one
     # whose query finds no rows): a document question mistaken for an analytical one still finds its answer.

@@ -87,11 +87,14 @@ def bench_router(
         texts = load_questions(questions or [routing_data()])
         result = run_router_bench(Searcher(pool, get_embedder(current), current), found, texts, rounds)
     write_json(output, result)
+    by_route = ", ".join(
+        f"{route} {share:.0%}" for route, share in result["routed_before_embedding_by_route"].items()
+    )
     typer.echo(
         f"router p50 {result['router_ms']['p50']} ms (p95 {result['router_ms']['p95']}; target p50 < 5 ms); "
         f"embedding p50 {result['embed_ms']['p50']} ms; hybrid search p50 {result['hybrid_search_ms']['p50']} ms; "
         f"router / hybrid = {result['router_over_hybrid_p50']}; routed before embedding "
-        f"{result['routed_before_embedding']:.0%} over {result['samples']} samples -> {output}"
+        f"{result['routed_before_embedding']:.0%} ({by_route or 'none'}) over {result['samples']} samples -> {output}"
     )
 
 

@@ -1,7 +1,7 @@
 """`QueryRouter.route(question, domain)`: semantic, keyword, hybrid or sql, with a confidence and the reasons.
 
-A surface model (no embedding) first sends sure keyword questions straight to keyword search, so they are
-never embedded. Otherwise the trained model decides when it is confident. When it is not, the configured model
+A surface model (no embedding) first sends sure keyword questions straight to keyword search, and sure
+analytical ones that the offline generator maps onto the tables straight to SQL, so they are never embedded. Otherwise the trained model decides when it is confident. When it is not, the configured model
 is asked (if enabled); failing that the question goes to hybrid, and also to SQL when it mentions the domain's
 tables: never a silent guess.
 """
@@ -120,14 +120,14 @@ class QueryRouter:
         vector: np.ndarray | Callable[[], np.ndarray] | None = None,
     ) -> RouteDecision:
         """Route a question. `vector` is its embedding, or how to compute it: it is computed only when the
-        surface model is not sure of keyword."""
+        surface model is not sure."""
         # One connection for both lookups: this is on every routed search's path.
         with self.pool.connection() as conn:
             trained = self._trained_model(conn, domain)
             vocabulary = self._vocabulary(conn, domain)
         model, model_name = trained or (self._default_model(), "default")
         features = handcrafted(question, vocabulary)
-        surface = self._surface_keyword(model, model_name, features, vocabulary)
+        surface = self._surface(model, model_name, features, vocabulary)
         if surface is not None:
             return surface
         if vector is None:
@@ -182,22 +182,28 @@ class QueryRouter:
             fanout_sql=mentions_tables,
         )
 
-    def _surface_keyword(
+    def _surface(
         self, model: RouterModel, model_name: str, features: np.ndarray, vocabulary: Vocabulary
     ) -> RouteDecision | None:
-        """Keyword, decided before embedding, when the surface model is sure and SQL is not in play."""
+        """Keyword or sql, decided before embedding, when the surface model is sure: neither route needs the
+        query's embedding. Keyword only when SQL is not in play; sql only when the offline generator maps the
+        question onto the tables and the router would not also search the documents."""
         threshold = self.settings.router_surface_confidence
         if threshold >= 1 or (self.chat is not None and self.settings.router_llm == "always"):
             return None
         found = model.surface_probabilities(features)
-        if found is None or features[FEATURE_NAMES.index("sql_expressible")]:
+        if found is None:
             return None
+        expressible = bool(features[FEATURE_NAMES.index("sql_expressible")])
+        route = "sql" if expressible else "keyword"
+        if route == "sql":
+            threshold = max(threshold, self.settings.router_sql_confidence)
         probabilities = _route_probabilities(model, found, vocabulary)
-        confidence = probabilities.get("keyword", 0.0)
+        confidence = probabilities.get(route, 0.0)
         if confidence < threshold:
             return None
-        reasons = [*model.reasons(features, None, "keyword"), "surface features: decided before embedding"]
-        return RouteDecision("keyword", confidence, reasons, model_name, probabilities, before_embedding=True)
+        reasons = [*model.reasons(features, None, route), "surface features: decided before embedding"]
+        return RouteDecision(route, confidence, reasons, model_name, probabilities, before_embedding=True)
 
     def vocabulary(self, domain: Domain) -> Vocabulary:
         """The domain's table words and catalog, as the features see them."""

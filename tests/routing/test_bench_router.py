@@ -41,4 +41,5 @@ def test_bench_router_writes_latencies_and_the_surface_share(
     assert result["router_ms"]["p50"] > 0 and result["embed_ms"]["p50"] > 0
     # The error code is routed by the surface model, the natural question is not.
     assert result["routed_before_embedding"] == 0.5
-    assert "routed before embedding 50%" in done.stdout
+    assert result["routed_before_embedding_by_route"] == {"keyword": 0.5}
+    assert "routed before embedding 50% (keyword 50%)" in done.stdout

@@ -211,7 +211,8 @@ def test_search_auto_carries_the_decision(module_settings: Settings, domains: di
         assert sql.status_code == 200, sql.text
         body = sql.json()
         assert body["route"] == "sql" and body["routing"]["route"] == "sql"
-        assert body["sql"]["rows"] and {"embed", "route"} <= set(body["timings_ms"])
+        assert body["sql"]["rows"] and "route" in body["timings_ms"]
+        assert body["routing"]["before_embedding"] is True and "embed" not in body["timings_ms"]
         explicit = client.post("/v1/search", json={"query": "x", "domain": "docs", "route": "keyword"}).json()
         assert explicit["routing"] == {
             "route": "keyword",
@@ -341,6 +342,8 @@ def test_unsure_or_empty_sql_brings_documents_beside_the_rows(
     rows = sure.search(SearchRequest("Customer count per region", "both", "auto"))
     assert rows.route == "sql" and rows.sql is not None and rows.sql.rows and not rows.chunks
     assert rows.routing is not None and not rows.routing.fanout_documents
+    # Sure from its surface, and mapped onto the tables: the rows need no embedding, so none was computed.
+    assert rows.routing.before_embedding and "embed" not in rows.timings_ms
     # Less sure of sql than RAG_ROUTER_SQL_CONFIDENCE: the same rows, and hybrid chunks beside them.
     unsure_settings = module_settings.model_copy(update={"router_sql_confidence": 1.0})
     unsure = Searcher(module_pool, embedder, unsure_settings)
@@ -348,6 +351,7 @@ def test_unsure_or_empty_sql_brings_documents_beside_the_rows(
     assert both_ways.sql is not None and both_ways.sql.rows == rows.sql.rows
     assert both_ways.chunks and {chunk.route for chunk in both_ways.chunks} == {"hybrid"}
     assert both_ways.routing is not None and both_ways.routing.fanout_documents
+    assert not both_ways.routing.before_embedding and "embed" in both_ways.timings_ms
     assert any(reason.startswith("documents too") for reason in both_ways.routing.reasons)
     # A query that finds nothing: the tables may not hold the answer, so the chunks are searched too.
     empty = sure.search(SearchRequest("Total amount refunded in 1999", "both", "auto"))
@@ -355,6 +359,7 @@ def test_unsure_or_empty_sql_brings_documents_beside_the_rows(
     assert all(value is None for row in empty.sql.rows for value in row)
     assert empty.chunks and empty.routing is not None and empty.routing.fanout_documents
     assert "documents too: the query found no rows" in empty.routing.reasons
+    assert empty.routing.before_embedding and "embed" in empty.timings_ms  # embedded for the chunks only
     with TestClient(create_app(unsure_settings)) as client:
         body = client.post(
             "/v1/search", json={"query": "Customer count per region", "domain": "both", "route": "auto"}
