@@ -217,7 +217,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
         _resolve_measure(text, catalog, plan)
         _resolve_group(text, catalog, plan)
     elif not plan.filters:
-        raise SqlDeclined("a list needs at least one filter the catalog's values or dates can express")
+        raise SqlDeclined(
+            "found nothing the offline generator can express: no count, sum, average, minimum or maximum, "
+            "and no filter from the catalog's values or dates to list rows by"
+        )
     return _write(plan)
 
 
