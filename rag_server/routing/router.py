@@ -2,8 +2,9 @@
 
 A surface model (no embedding) first sends sure keyword questions straight to keyword search, and sure
 analytical ones that the offline generator maps onto the tables straight to SQL, so they are never embedded.
-Otherwise the trained model decides when it is confident. When it is not, the configured model is asked (if enabled); failing that the question goes to hybrid, and also to SQL when it mentions the domain's
-tables: never a silent guess.
+Otherwise the trained model decides when it is confident. When it is not, the configured model is asked
+(if enabled); failing that the question goes to hybrid, and also to SQL when it mentions the domain's tables:
+never a silent guess.
 """
 
 from __future__ import annotations
