@@ -40,7 +40,8 @@ def run_router_bench(
             embed_ms.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             decision = searcher.router.route(question, domain, vector)
-            surface[decision.route] += decision.before_embedding
+            if decision.before_embedding:
+                surface[decision.route] += 1
             route_ms.append((time.perf_counter() - started) * 1000)
             started = time.perf_counter()
             searcher.search(SearchRequest(question, domain.name, "hybrid", 10), query_vector=vector)
@@ -62,6 +63,6 @@ def run_router_bench(
         # Questions the surface model sent to keyword search or SQL: their searches need no embedding at all.
         "routed_before_embedding": round(sum(surface.values()) / len(route_ms), 4),
         "routed_before_embedding_by_route": {
-            route: round(count / len(route_ms), 4) for route, count in sorted(surface.items()) if count
+            route: round(count / len(route_ms), 4) for route, count in sorted(surface.items())
         },
     }

@@ -195,10 +195,10 @@ class QueryRouter:
         found = model.surface_probabilities(features)
         if found is None:
             return None
-        expressible = bool(features[FEATURE_NAMES.index("sql_expressible")])
-        route = "sql" if expressible else "keyword"
-        if route == "sql":
-            threshold = max(threshold, self.settings.router_sql_confidence)
+        if features[FEATURE_NAMES.index("sql_expressible")]:
+            route, threshold = "sql", max(threshold, self.settings.router_sql_confidence)
+        else:
+            route = "keyword"
         probabilities = _route_probabilities(model, found, vocabulary)
         confidence = probabilities.get(route, 0.0)
         if confidence < threshold:
