@@ -170,6 +170,8 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     _check_supported(text[: share.start()] + " " + text[share.end() :] if share else text, catalog)
     if share is not None:
         return _share(text, share, catalog, today)
+    if _PRICE_ASK.search(text):
+        raise SqlDeclined("the question asks what something costs (a price), not for a sum of records")
     aggregate = _aggregate(text)
     top = _top_n(text)
     which = _WHICH_MOST.search(text)
@@ -348,6 +350,8 @@ def _segment_filters(segment: str, catalog: Catalog, plan: _Plan, today: dt.date
 
 
 def _normalize(question: str) -> str:
+    # "cost us" is the pronoun, not the region "US" (written in capitals, or "the us").
+    question = re.sub(r"(?<!\bthe )\bus\b", "we", question)
     text = re.sub(r"['’]s\b", "", question.lower())
     return " " + re.sub(r"\s+", " ", re.sub(r"[?,;!]", " ", text)).strip() + " "
 
@@ -647,6 +651,8 @@ _WHICH_MOST = re.compile(
     r"(most|highest|largest|biggest|fewest|lowest|least|smallest)\b"
 )
 _ASCENDING = {"fewest", "lowest", "least", "smallest"}
+# "How much does the Business plan cost per seat?": a price, which summing orders would not give.
+_PRICE_ASK = re.compile(r"\bhow much (?:does|do|will|would|should)\b.*\bcost\b")
 _GROUPING = re.compile(
     r"\b(?:per|by|for each|for every|each|broken down by|split by|grouped by)\s+([a-z_ ]+)"
 )

@@ -49,6 +49,9 @@ ANSWERS = [
     ("What was the largest order?", [[4500.0]]),
     ("the 3 cheapest orders", [[13, 45.25], [11, 80.0], [10, 100.5]]),
     ("the 2 smallest orders", [[13, 45.25], [11, 80.0]]),
+    # "us" the pronoun is not the region; "US" (or "the us") is.
+    ("How much did refunded orders cost us?", [[80.0]]),
+    ("How many US customers are on the team plan?", [[1]]),
 ]
 
 # Shares of one table's rows: the part's filters count in the numerator, the whole's in both (by hand).
@@ -75,6 +78,7 @@ DECLINED = [
     "what percentage of revenue came from EU customers",
     "share of orders per plan that were refunded",
     "which support ticket category takes longest to resolve",  # a duration of two dates: not a column
+    "How much does the team plan cost per month?",  # a price, not a sum of orders
 ]
 
 
