@@ -12,7 +12,7 @@ import numpy as np
 
 from rag_server.errors import SqlDeclined
 from rag_server.sql import deterministic
-from rag_server.sql.catalog import Catalog
+from rag_server.sql.catalog import Catalog, CatalogTable
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/#]*")
 _QUESTION_START = re.compile(
@@ -148,7 +148,8 @@ class Vocabulary:
             for value in column.text_values
         ]
         found = cls.from_schema(names, values)
-        return cls(found.tables, found.columns, found.values, found.phrases, catalog)
+        labels = set().union(*(_forms(label) for label in map(_described_as, catalog.tables.values())))
+        return cls(found.tables | labels, found.columns, found.values, found.phrases, catalog)
 
     @classmethod
     def from_schema(cls, names: Iterable[str], values: Iterable[str] = ()) -> Vocabulary:
@@ -168,6 +169,14 @@ class Vocabulary:
     @property
     def empty(self) -> bool:
         return not self.tables
+
+
+def _described_as(table: CatalogTable) -> str:
+    """The noun a table's description opens with as its label ("Invoices: one row per charge" -> invoices):
+    users ask about invoices, not orders. Only a short label before a colon counts."""
+    label, colon, _ = table.description.partition(":")
+    words = label.split()
+    return words[-1] if colon and 0 < len(words) <= 4 else ""
 
 
 def _expressible(question: str, catalog: Catalog | None) -> float:

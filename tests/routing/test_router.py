@@ -71,6 +71,9 @@ def test_features_see_identifiers_aggregates_and_tables() -> None:
         ("why does my dashboard stop refreshing when I close the laptop overnight", "docs", "semantic"),
         ("How many refunds were approved per plan in 2025?", "shop", "sql"),
         ("Number of urgent tickets by category", "shop", "sql"),
+        # A full question is not a document question: shape alone must not decide.
+        ("What is the average refund amount for billing errors?", "shop", "sql"),
+        ("What is the highest uptime credit you give for an outage?", "shop", "semantic"),
     ],
 )
 def test_default_model_routes_clear_cases(
@@ -393,6 +396,15 @@ def test_multiquery_expansion_searches_the_models_rephrasings(
     assert result.chunks[0].external_id == "policies/refund-policy.md"
     assert searcher.sql.model is None  # RAG_SQL_GENERATOR=deterministic keeps SQL offline
     assert llm.requests[0]["messages"][1]["content"] == "zqx"
+
+
+def test_a_table_is_also_named_by_its_descriptions_label(
+    router: QueryRouter, domains: dict[str, Domain]
+) -> None:
+    vocabulary = router.vocabulary(domains["shop"])  # orders: "Invoices: one row per subscription charge ..."
+    assert {"invoice", "invoices"} <= vocabulary.tables
+    assert feature("the biggest paid invoice", "table_mentions", vocabulary) > 0
+    assert "lumen" not in vocabulary.tables  # customers: "Lumen customers: ...", only the label's noun
 
 
 def test_the_vocabulary_follows_new_joins(
