@@ -55,6 +55,7 @@ def train_router(
             if with_default
             else train(rows, embedder, c, vocabulary)
         )
+        model.metrics["source"] = "train-router"
         if found is not None:
             with pool.connection() as conn, conn.transaction():
                 model.metrics["version"] = save_model(conn, found.id, model)

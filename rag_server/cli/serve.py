@@ -62,20 +62,35 @@ def ingest_demo(current: Settings, port: int = 8000) -> None:
 
 
 def train_demo_router(pool: ConnectionPool, current: Settings) -> str | None:
-    """Train the demo domain's router on its own labeled questions (plus the built-in set), once."""
+    """Train the demo domain's router on its own labeled questions (plus the built-in set), when it has none
+    or when the one it has was trained by the demo on other data or code (an upgrade). A model trained with
+    `train-router` is kept."""
     from rag_server.demo import DEMO_DOMAIN, routing_data
     from rag_server.domains import get_domain
     from rag_server.embedding import get_embedder
-    from rag_server.routing.model import latest_version, load_labeled, save_model, train_with_default
+    from rag_server.routing.model import (
+        DEFAULT_DATA,
+        latest_version,
+        load_labeled,
+        load_model,
+        save_model,
+        train_with_default,
+        training_fingerprint,
+    )
     from rag_server.routing.router import QueryRouter
 
+    embedder = get_embedder(current)
+    fingerprint = training_fingerprint(embedder, DEFAULT_DATA, routing_data())
     with pool.connection() as conn:
         domain = get_domain(conn, DEMO_DOMAIN)
-        if latest_version(conn, domain.id) is not None:
-            return None
-    embedder = get_embedder(current)
+        version = latest_version(conn, domain.id)
+        if version is not None:
+            stored = load_model(conn, domain.id, version).metrics
+            if stored.get("source", "demo") != "demo" or stored.get("fingerprint") == fingerprint:
+                return None
     vocabulary = QueryRouter(pool, embedder, current).vocabulary(domain)
     model = train_with_default(load_labeled(routing_data()), embedder, 1.0, vocabulary)
+    model.metrics.update(source="demo", fingerprint=fingerprint)
     with pool.connection() as conn, conn.transaction():
         version = save_model(conn, domain.id, model)
     return f"v{version}, cross-validated accuracy {model.metrics['cv_accuracy']:.3f}"

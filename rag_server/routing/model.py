@@ -295,13 +295,17 @@ def train_with_default(
     return train([*rows, *built_in], embedder, c, domain_vocabulary, weights)
 
 
-def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:
-    """The built-in model, trained on the shipped data on first use and cached under the data dir."""
+def training_fingerprint(embedder: Embedder, *data: Path) -> str:
+    """What a model trained on these files would depend on: a model with another fingerprint is stale."""
     # The features run the offline SQL generator (sql_expressible): a change to either code retrains.
     code = b"".join(Path(module.__file__).read_bytes() for module in (features, deterministic))
-    data = DEFAULT_DATA.read_bytes() + TRAINING_CATALOGS.read_bytes() + code
-    key = hashlib.sha256(data + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
-    cached = cache_dir / f"router-default-{key}.json"
+    files = b"".join(path.read_bytes() for path in data) + TRAINING_CATALOGS.read_bytes() + code
+    return hashlib.sha256(files + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
+
+
+def default_model(embedder: Embedder, cache_dir: Path) -> RouterModel:
+    """The built-in model, trained on the shipped data on first use and cached under the data dir."""
+    cached = cache_dir / f"router-default-{training_fingerprint(embedder, DEFAULT_DATA)}.json"
     if cached.is_file():
         try:
             return RouterModel.from_json(json.loads(cached.read_text()))

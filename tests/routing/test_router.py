@@ -418,3 +418,29 @@ def test_the_vocabulary_follows_new_joins(
         add_join(conn, domains["shop"], "tickets.ticket_id", "refunds.refund_id")  # new, if odd
     after = router.vocabulary(domains["shop"]).catalog
     assert after is not None and len(after.joins) == len(before.joins) + 1
+
+
+def test_the_demo_router_is_retrained_when_its_training_data_changes(
+    module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder
+) -> None:
+    from rag_server.cli.serve import train_demo_router
+    from rag_server.demo import DEMO_DOMAIN
+    from rag_server.routing.model import load_model
+
+    with module_pool.connection() as conn:
+        demo = ensure_domain(conn, DEMO_DOMAIN, embedder.name, embedder.dimension, HnswOptions())
+    first = train_demo_router(module_pool, module_settings)
+    assert first is not None and first.startswith("v1")
+    assert train_demo_router(module_pool, module_settings) is None  # same data and code: kept
+
+    def store(version: int, **metrics: str) -> None:
+        with module_pool.connection() as conn, conn.transaction():
+            model = load_model(conn, demo.id, version)
+            model.metrics.update(metrics)
+            save_model(conn, demo.id, model)
+
+    store(1, fingerprint="trained-before-an-upgrade")  # v2: stale
+    retrained = train_demo_router(module_pool, module_settings)
+    assert retrained is not None and retrained.startswith("v3")
+    store(3, source="train-router", fingerprint="")  # v4: the user's own model
+    assert train_demo_router(module_pool, module_settings) is None
