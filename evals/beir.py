@@ -2,20 +2,23 @@
 
 The layout: `queries.jsonl` (one `{"_id", "text", ...}` object a line; an optional `kind` labels the
 query type) and `qrels/<split>.tsv` (tab-separated `query-id  corpus-id  score`, with a header line).
+The project's own sets keep the formats under their own names, `questions.jsonl` and
+`judgements/<split>.tsv`, so that nothing in the repository looks like a copy of a public BEIR set.
 The corpus (`corpus.jsonl`) is read by the ingestion loaders, not here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag_server.errors import RagError
 
-QUERIES_FILE = "queries.jsonl"
-QRELS_DIR = "qrels"
+# BEIR's names first; where none exists, errors name BEIR's.
+QUERIES_FILES = ("queries.jsonl", "questions.jsonl")
+QRELS_DIRS = ("qrels", "judgements")
 QRELS_COLUMNS = ("query-id", "corpus-id", "score")
 
 
@@ -34,7 +37,7 @@ class EvalQuery:
 
 def load_qrels(folder: Path, split: str = "test") -> dict[str, dict[str, int]]:
     """The judgements of `qrels/<split>.tsv` as {query id: {corpus id: score}}, zero scores included."""
-    path = folder / QRELS_DIR / f"{split}.tsv"
+    path = _qrels_path(folder, split)
     qrels: dict[str, dict[str, int]] = {}
     for number, line in _lines(path):
         columns = [column.strip() for column in line.split("\t")]
@@ -59,7 +62,7 @@ def load_qrels(folder: Path, split: str = "test") -> dict[str, dict[str, int]]:
 
 def load_queries(folder: Path, split: str = "test") -> list[EvalQuery]:
     """The queries of `queries.jsonl` (in file order) that have a positive judgement in the split."""
-    path = folder / QUERIES_FILE
+    path = _first_existing(folder / name for name in QUERIES_FILES)
     judged = {
         query_id for query_id, docs in load_qrels(folder, split).items() if any(s > 0 for s in docs.values())
     }
@@ -73,10 +76,17 @@ def load_queries(folder: Path, split: str = "test") -> list[EvalQuery]:
         if query.id in judged:
             queries.append(query)
     if not queries:
-        raise DatasetError(
-            f"{path}: no query has a positive judgement in {folder / QRELS_DIR / f'{split}.tsv'}"
-        )
+        raise DatasetError(f"{path}: no query has a positive judgement in {_qrels_path(folder, split)}")
     return queries
+
+
+def _qrels_path(folder: Path, split: str) -> Path:
+    return _first_existing(folder / name / f"{split}.tsv" for name in QRELS_DIRS)
+
+
+def _first_existing(paths: Iterable[Path]) -> Path:
+    candidates = list(paths)
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def _parse_query(path: Path, number: int, line: str) -> EvalQuery:
