@@ -184,7 +184,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
         return _having(text, counted, catalog, table, today)
     ranked = _named_table(which.group(1), catalog) if which is not None and top is None else None
     if ranked is not None:
-        # "which customer has the most orders": the top entity, not a group of its own key column.
+        # "which customer has the most orders": the top entity, not a group of its own key column. "Spent the
+        # least" orders the entities by a sum, it is no minimum ("the biggest order" is a maximum).
+        if which.group(2) in {"most", "fewest", "least"}:
+            aggregate = _aggregate(text.replace(which.group(0), " "))
         table, top, which = ranked, 1, None
     plan = _Plan(table, aggregate=aggregate, top=top)
     if which is not None and top is None:
@@ -207,18 +210,19 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
         plan.entity = table
         plan.table = _fact_table(text, catalog, table)
         _join(catalog, plan, table)
+    measured = bool(plan.groups) or (top is None and aggregate is not None)
+    if measured:
+        # Before the dates: "revenue from EU customers in March" dates the orders measured, not the customers.
+        _resolve_measure(text, catalog, plan)
     _resolve_filters(text, catalog, plan)
     _resolve_dates(text, catalog, plan, today)
     _resolve_comparisons(text, catalog, plan)
     _check_all_tables_used(text, catalog, plan)
-    if plan.groups:
-        _resolve_measure(text, catalog, plan)
-    elif top is not None:
-        _resolve_top(text, catalog, plan)
-    elif aggregate is not None:
-        _resolve_measure(text, catalog, plan)
+    if measured and not plan.groups:
         _resolve_group(text, catalog, plan)
-    elif not plan.filters:
+    elif top is not None and not plan.groups:
+        _resolve_top(text, catalog, plan)
+    elif not measured and not plan.filters:
         raise SqlDeclined(
             "found nothing the offline generator can express: no count, sum, average, minimum or maximum, "
             "and no filter from the catalog's values or dates to list rows by"
@@ -454,6 +458,14 @@ def _main_table(text: str, catalog: Catalog) -> CatalogTable:
     valued = [table for table in catalog.tables.values() if _has_mentioned_value(text, table)]
     if any(re.search(rf"\b{word}\b", text) for word in _MONEY_WORDS):
         money = [table for table in valued or catalog.tables.values() if _money_column(table) is not None]
+        if not money and valued:
+            # "revenue from the US": the value names customers, the money (and its date) is in orders, joined.
+            money = [
+                table
+                for table in catalog.tables.values()
+                if _money_column(table) is not None
+                and any(catalog.joins_between(table.name, named.name) for named in valued)
+            ]
         if money:
             return money[0]
     if len(valued) == 1:
@@ -647,7 +659,7 @@ _SIZE = re.compile(r"\b(biggest|largest|smallest|most expensive|least expensive|
 _COUNTING = re.compile(r"\b(number of|how many|count)\b")
 _SHARE = re.compile(r"\b(share|percentage|percent|proportion|fraction|ratio) of\b")
 _WHICH_MOST = re.compile(
-    r"\bwhich (\w+) (?:has|had|have|gets|got|sees|saw|does|did) the "
+    r"\bwhich (\w+) (?:has|had|have|gets|got|sees|saw|does|did|spent|spends) the "
     r"(most|highest|largest|biggest|fewest|lowest|least|smallest)\b"
 )
 _ASCENDING = {"fewest", "lowest", "least", "smallest"}
@@ -704,18 +716,22 @@ def _starts_with_column(words: list[str], column: CatalogColumn) -> bool:
 
 def _date_column(text: str, table: CatalogTable) -> CatalogColumn | None:
     dates = [column for column in table.columns if column.is_date]
-    if not dates:
-        return None
-    named = [
+    return (_named_dates(text, table) or dates or [None])[0]
+
+
+def _named_dates(text: str, table: CatalogTable) -> list[CatalogColumn]:
+    """Date columns the question names by a word of their own ("signed up" for signup_date, not "date")."""
+    return [
         column
-        for column in dates
-        if any(
-            re.search(rf"\b{re.escape(w[:5])}", text)
+        for column in table.columns
+        if column.is_date
+        and any(
+            # "signed up" names signup_date, "created" created_at: a stem of four or five letters.
+            re.search(rf"\b{re.escape(w[:4] if len(w) >= 6 else w[:5])}", text)
             for w in _words(column.name)
             if w not in {"date", "at", "ts", "time"}
         )
     ]
-    return (named or dates)[0]
 
 
 def _resolve_dates(text: str, catalog: Catalog, plan: _Plan, today: dt.date) -> None:
@@ -723,6 +739,10 @@ def _resolve_dates(text: str, catalog: Catalog, plan: _Plan, today: dt.date) -> 
     if span is None:
         return
     column = _date_column(text, plan.table)
+    measured = catalog.tables[plan.measure[0]] if plan.measure is not None else plan.table
+    if measured.name != plan.table.name and not _named_dates(text, plan.table):
+        # The rows measured are the ones dated, unless the question names the main table's date column.
+        column = _date_column(text, measured) or column
     if column is None:
         for table in _joinable(catalog, plan):
             column = _date_column(text, table)

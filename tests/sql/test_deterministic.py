@@ -52,6 +52,13 @@ ANSWERS = [
     # "us" the pronoun is not the region; "US" (or "the us") is.
     ("How much did refunded orders cost us?", [[80.0]]),
     ("How many US customers are on the team plan?", [[1]]),
+    # Money of a value's table (customers) is in the table joined to it, and so is the date that bounds it.
+    ("What was the revenue from the US in April 2024?", [[290.0]]),
+    ("Total revenue from EU customers in March 2024", [[180.5]]),
+    ("Total revenue from customers who signed up in March 2024", [[45.25]]),
+    # "Spent the most" ranks the customers by their sum, it is no grand total.
+    ("Which customer spent the most?", [[4, "Umbrella", 4500.0]]),
+    ("Which customer spent the least?", [[3, "Initech", 45.25]]),
 ]
 
 # Shares of one table's rows: the part's filters count in the numerator, the whole's in both (by hand).
