@@ -22,6 +22,7 @@ from rag_server.retrieval.multiquery import rephrasings
 from rag_server.retrieval.semantic import semantic_search
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
 from rag_server.routing.router import QueryRouter, RouteDecision
+from rag_server.sql.deterministic import Draft
 from rag_server.sql.route import SqlEvidence, SqlRoute
 
 T = TypeVar("T")
@@ -82,7 +83,7 @@ class Searcher:
             return self._sql_routed(request, domain, vector, timings, decision)
         result = self._search(replace(request, route=decision.route), domain, vector, timings)  # type: ignore[arg-type]
         if decision.fanout_sql:
-            result = self._with_sql(result, request, timings)
+            result = self._with_sql(result, request, timings, decision.sql_draft)
         return replace(result, routing=decision)
 
     def _sql_routed(
@@ -96,7 +97,8 @@ class Searcher:
         """The sql route, with hybrid chunks beside the rows when the router was unsure or no row came back."""
         hybrid = replace(request, route="hybrid")
         try:
-            result = self._search(replace(request, route="sql"), domain, vector, timings)
+            evidence = self.sql.answer(request.query, request.domain, timings, decision.sql_draft)
+            result = SearchResult("sql", [], timings, evidence)
         except RetrievalError as error:
             # The tables could not answer after all: the chunks still can.
             result = self._search(hybrid, domain, vector, timings)
@@ -114,11 +116,15 @@ class Searcher:
         return replace(result, chunks=documents.chunks, model_calls=calls, routing=decision)
 
     def _with_sql(
-        self, result: SearchResult, request: SearchRequest, timings: dict[str, float]
+        self,
+        result: SearchResult,
+        request: SearchRequest,
+        timings: dict[str, float],
+        draft: Draft | None = None,
     ) -> SearchResult:
         """The result with the sql route's evidence beside its chunks, or with why SQL could not answer."""
         try:
-            return replace(result, sql=self.sql.answer(request.query, request.domain, timings))
+            return replace(result, sql=self.sql.answer(request.query, request.domain, timings, draft))
         except RetrievalError as error:
             return replace(result, sql_error=str(error))
 

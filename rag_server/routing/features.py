@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag_server.errors import SqlDeclined
 from rag_server.sql import deterministic
 from rag_server.sql.catalog import Catalog, CatalogTable
 
@@ -179,16 +178,6 @@ def _described_as(table: CatalogTable) -> str:
     return words[-1] if colon and 0 < len(words) <= 4 else ""
 
 
-def _expressible(question: str, catalog: Catalog | None) -> float:
-    if catalog is None or not catalog.tables:
-        return 0.0
-    try:
-        deterministic.generate(question, catalog)
-    except SqlDeclined:
-        return 0.0
-    return 1.0
-
-
 def _forms(word: str) -> set[str]:
     word = word.strip().lower()
     if not word:
@@ -199,8 +188,11 @@ def _forms(word: str) -> set[str]:
     return forms
 
 
-def handcrafted(question: str, vocabulary: Vocabulary) -> np.ndarray:
-    """The surface features of a question, in FEATURE_NAMES order."""
+def handcrafted(question: str, vocabulary: Vocabulary, expressible: bool | None = None) -> np.ndarray:
+    """The surface features of a question, in FEATURE_NAMES order. `expressible`: whether the offline
+    generator maps it onto the vocabulary's catalog, when the caller already knows (else it is tried)."""
+    if expressible is None:
+        expressible = deterministic.draft(question, vocabulary.catalog) is not None
     words = _WORD.findall(question)
     lowered = [word.lower().strip(".-/#") for word in words]
     count = max(len(words), 1)
@@ -236,7 +228,7 @@ def handcrafted(question: str, vocabulary: Vocabulary) -> np.ndarray:
             capitalized / count,
             sum(word in _STOPWORDS for word in lowered) / count,
             sum(len(word) for word in words) / count,
-            _expressible(question, vocabulary.catalog),
+            float(expressible),
         ],
         dtype=np.float32,
     )

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,9 @@ from rag_server.routing.model import (
     latest_version,
     load_model,
 )
+from rag_server.sql import deterministic
 from rag_server.sql.catalog import load_catalog
+from rag_server.sql.deterministic import Draft
 
 _ROUTE_TOOL = {
     "type": "function",
@@ -80,6 +82,8 @@ class RouteDecision:
     model_calls: list[ModelCall] = field(default_factory=list)
     # Decided by the surface model alone: the query was not embedded for routing.
     before_embedding: bool = False
+    # The offline generator's SQL, written to compute `sql_expressible`: the sql route runs it as is.
+    sql_draft: Draft | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,7 +131,20 @@ class QueryRouter:
             trained = self._trained_model(conn, domain)
             vocabulary = self._vocabulary(conn, domain)
         model, model_name = trained or (self._default_model(), "default")
-        features = handcrafted(question, vocabulary)
+        drafted = deterministic.draft(question, vocabulary.catalog)
+        features = handcrafted(question, vocabulary, expressible=drafted is not None)
+        decision = self._decide(question, vocabulary, model, model_name, features, vector)
+        return replace(decision, sql_draft=drafted)
+
+    def _decide(
+        self,
+        question: str,
+        vocabulary: Vocabulary,
+        model: RouterModel,
+        model_name: str,
+        features: np.ndarray,
+        vector: np.ndarray | Callable[[], np.ndarray] | None,
+    ) -> RouteDecision:
         surface = self._surface(model, model_name, features, vocabulary)
         if surface is not None:
             return surface

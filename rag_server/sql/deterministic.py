@@ -160,6 +160,26 @@ class _Plan:
     entity: CatalogTable | None = None
 
 
+@dataclass(frozen=True)
+class Draft:
+    """The generator's SQL for a question and the catalog it was written against: the router writes it to
+    decide (is the question expressible?) and the sql route runs it instead of writing it again."""
+
+    question: str
+    sql: str
+    catalog: Catalog
+
+
+def draft(question: str, catalog: Catalog | None) -> Draft | None:
+    """The question's SQL over the catalog, or None when the generator declines (or there are no tables)."""
+    if catalog is None or not catalog.tables:
+        return None
+    try:
+        return Draft(question, generate(question, catalog), catalog)
+    except SqlDeclined:
+        return None
+
+
 def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> str:
     """SQL for the question over the catalog, or SqlDeclined saying what was missing."""
     if not catalog.tables:

@@ -113,9 +113,21 @@ class SqlRoute:
             domain = get_domain(conn, domain_name)
             return domain, load_catalog(conn, domain)
 
-    def answer(self, question: str, domain_name: str, timings: dict[str, float] | None = None) -> SqlEvidence:
-        """Generate, validate and run SQL for the question; SqlDeclined/SqlRejected/SqlExecutionError if not."""
+    def answer(
+        self,
+        question: str,
+        domain_name: str,
+        timings: dict[str, float] | None = None,
+        draft: deterministic.Draft | None = None,
+    ) -> SqlEvidence:
+        """Generate, validate and run SQL for the question; SqlDeclined/SqlRejected/SqlExecutionError if not.
+
+        `draft`: the offline generator's SQL the router already wrote for this question (with its catalog);
+        without a model it is run as is, neither the SQL nor the catalog written or loaded again."""
         timings = timings if timings is not None else {}
+        if draft is not None and draft.question == question and self.model is None:
+            result, used = self._run(draft.sql, draft.catalog, timings)
+            return SqlEvidence.of(question, result, used, "deterministic")
         domain, catalog = self.catalog(domain_name)
         if not catalog.tables:
             raise SqlDeclined(f"domain {domain_name!r} has no tables; import some with `rag-server ingest`")

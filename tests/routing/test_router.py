@@ -216,6 +216,13 @@ def test_search_auto_carries_the_decision(module_settings: Settings, domains: di
         assert body["route"] == "sql" and body["routing"]["route"] == "sql"
         assert body["sql"]["rows"] and "route" in body["timings_ms"]
         assert body["routing"]["before_embedding"] is True and "embed" not in body["timings_ms"]
+        # The router's draft runs as is: the offline generator wrote it once, to decide; asked for sql
+        # explicitly, the route writes it itself, the same SQL.
+        assert "generate" not in body["timings_ms"]
+        asked = client.post(
+            "/v1/search", json={"query": "Customer count per region", "domain": "shop", "route": "sql"}
+        ).json()
+        assert "generate" in asked["timings_ms"] and asked["sql"]["sql"] == body["sql"]["sql"]
         explicit = client.post("/v1/search", json={"query": "x", "domain": "docs", "route": "keyword"}).json()
         assert explicit["routing"] == {
             "route": "keyword",
