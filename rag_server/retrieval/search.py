@@ -97,8 +97,8 @@ class Searcher:
         """The sql route, with hybrid chunks beside the rows when the router was unsure or no row came back."""
         hybrid = replace(request, route="hybrid")
         try:
-            evidence = self.sql.answer(request.query, request.domain, timings, decision.sql_draft)
-            result = SearchResult("sql", [], timings, evidence)
+            sql = replace(request, route="sql")
+            result = self._search(sql, domain, vector, timings, decision.sql_draft)
         except RetrievalError as error:
             # The tables could not answer after all: the chunks still can.
             result = self._search(hybrid, domain, vector, timings)
@@ -141,9 +141,11 @@ class Searcher:
         domain: Domain,
         query_vector: np.ndarray | None,
         timings: dict[str, float],
+        draft: Draft | None = None,
     ) -> SearchResult:
+        """One route's search; `draft` is the SQL the router already wrote for the sql route."""
         if request.route == "sql":
-            evidence = self.sql.answer(request.query, request.domain, timings)
+            evidence = self.sql.answer(request.query, request.domain, timings, draft)
             return SearchResult("sql", [], timings, evidence)
         if query_vector is None and request.route != "keyword":
             self._check_model(domain)

@@ -238,10 +238,10 @@ def generate(question: str, catalog: Catalog, today: dt.date | None = None) -> s
     _resolve_dates(text, catalog, plan, today)
     _resolve_comparisons(text, catalog, plan)
     _check_all_tables_used(text, catalog, plan)
-    if measured and not plan.groups:
-        _resolve_group(text, catalog, plan)
-    elif top is not None and not plan.groups:
+    if top is not None:  # never with groups: those paths set top to None
         _resolve_top(text, catalog, plan)
+    elif measured and not plan.groups:
+        _resolve_group(text, catalog, plan)
     elif not measured and not plan.filters:
         raise SqlDeclined(
             "found nothing the offline generator can express: no count, sum, average, minimum or maximum, "
@@ -758,11 +758,11 @@ def _resolve_dates(text: str, catalog: Catalog, plan: _Plan, today: dt.date) -> 
     span = _date_span(text, today)
     if span is None:
         return
-    column = _date_column(text, plan.table)
-    measured = catalog.tables[plan.measure[0]] if plan.measure is not None else plan.table
-    if measured.name != plan.table.name and not _named_dates(text, plan.table):
+    dated = plan.table
+    if plan.measure is not None and not _named_dates(text, plan.table):
         # The rows measured are the ones dated, unless the question names the main table's date column.
-        column = _date_column(text, measured) or column
+        dated = catalog.tables[plan.measure[0]]
+    column = _date_column(text, dated) or _date_column(text, plan.table)
     if column is None:
         for table in _joinable(catalog, plan):
             column = _date_column(text, table)
