@@ -12,7 +12,7 @@ from typing import Any
 
 from evals.beir import EvalQuery, load_qrels, load_queries
 from evals.metrics import percentile, score_ranking
-from evals.retrieval import DEFAULT_DEPTH, document_ranking
+from evals.retrieval import DEFAULT_DEPTH, document_ranking, rotated
 from evals.sql_data import JSONL_QUESTION_FILE
 from rag_server.errors import RagError
 from rag_server.retrieval.search import Searcher
@@ -69,8 +69,8 @@ def run_routing_eval(
     for route in (*CHUNK_ROUTES, "auto"):  # warm caches and the model: not latency samples
         searcher.search(SearchRequest(queries[0].text, domain, route, depth))  # type: ignore[arg-type]
     measured = []
-    for query in queries:
-        measured.append(_measure(searcher, query, qrels[query.id], domain, depth))
+    for number, query in enumerate(queries):
+        measured.append(_measure(searcher, query, qrels[query.id], domain, depth, number))
         if progress:
             progress(1)
     oracle = {m.query.id: oracle_label({r: m.ndcg[r] for r in CHUNK_ROUTES}) for m in measured}
@@ -84,11 +84,11 @@ def run_routing_eval(
 
 
 def _measure(
-    searcher: Searcher, query: EvalQuery, judged: dict[str, int], domain: str, depth: int
+    searcher: Searcher, query: EvalQuery, judged: dict[str, int], domain: str, depth: int, number: int
 ) -> _Measured:
     ndcg: dict[str, float] = {}
     latency: dict[str, float] = {}
-    for route in (*CHUNK_ROUTES, "auto"):
+    for route in rotated([*CHUNK_ROUTES, "auto"], number):
         result = searcher.search(SearchRequest(query.text, domain, route, depth))  # type: ignore[arg-type]
         ranked = document_ranking([chunk.external_id for chunk in result.chunks])
         ndcg[route] = score_ranking(ranked, judged).ndcg_at_10

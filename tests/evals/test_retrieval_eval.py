@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from evals.report import markdown_table
+from evals.retrieval import rotated
 from rag_server.config import Settings
 from tests.conftest import run_cli
 
@@ -95,3 +96,14 @@ def test_markdown_table_has_a_row_per_route() -> None:
     }
     lines = markdown_table([run]).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| set | keyword | 2 | 0.500 | 1.000 |")
+
+
+def test_routes_take_turns_at_each_position() -> None:
+    """A query searched again finds its rows warm: over any run of queries, each route goes first (and
+    last) equally often, so no route's latency is measured warm more than another's."""
+    routes = ["keyword", "semantic", "hybrid", "auto"]
+    orders = [rotated(routes, number) for number in range(8)]
+    assert all(sorted(order) == sorted(routes) for order in orders)
+    for position in range(len(routes)):
+        assert sorted(order[position] for order in orders) == sorted(routes * 2)
+    assert rotated([], 3) == []
