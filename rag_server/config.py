@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     router_sql_confidence: float = Field(default=0.9, ge=0, le=1)
     # The configured model as a second opinion: never, when the trained router is unsure, or for every question.
     router_llm: Literal["off", "unsure", "always"] = "unsure"
+    # A domain without a trained router: `structural` lets the built-in model decide keyword only for
+    # identifiers and quoted phrases (and sql as trained) and sends every other question to hybrid, since its
+    # semantic/keyword preferences are corpus-specific (they lost to hybrid on all four shared sets); `full`
+    # trusts them.
+    router_builtin: Literal["structural", "full"] = "structural"
 
     # --- answering model (OpenAI or any compatible server) ---
     openai_api_key: SecretStr | None = Field(

@@ -48,6 +48,12 @@ def router(module_pool: ConnectionPool, module_settings: Settings, embedder: Emb
     return QueryRouter(module_pool, embedder, module_settings)
 
 
+@pytest.fixture(scope="module")
+def full_router(module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder) -> QueryRouter:
+    """The built-in model's own choices, semantic and keyword included (RAG_ROUTER_BUILTIN=full)."""
+    return QueryRouter(module_pool, embedder, module_settings.model_copy(update={"router_builtin": "full"}))
+
+
 def feature(question: str, name: str, vocabulary: Vocabulary | None = None) -> float:
     return float(handcrafted(question, vocabulary or Vocabulary())[FEATURE_NAMES.index(name)])
 
@@ -77,11 +83,33 @@ def test_features_see_identifiers_aggregates_and_tables() -> None:
     ],
 )
 def test_default_model_routes_clear_cases(
-    question: str, domain: str, route: str, router: QueryRouter, domains: dict[str, Domain]
+    question: str, domain: str, route: str, full_router: QueryRouter, domains: dict[str, Domain]
 ) -> None:
-    decision = router.route(question, domains[domain])
+    decision = full_router.route(question, domains[domain])
     assert decision.route == route, decision
     assert decision.decided_by == "default" and 0 <= decision.confidence <= 1 and decision.reasons
+
+
+@pytest.mark.parametrize(
+    ("question", "domain", "route"),
+    [
+        ("ERR-4012", "shop", "keyword"),
+        ("198.51.100.24", "docs", "keyword"),
+        ("How many refunds were approved per plan in 2025?", "shop", "sql"),
+        ("why does my dashboard stop refreshing when I close the laptop overnight", "docs", "hybrid"),
+        ("What is the highest uptime credit you give for an outage?", "shop", "hybrid"),
+    ],
+)
+def test_untrained_domains_take_only_structural_chunk_routes(
+    question: str, domain: str, route: str, router: QueryRouter, domains: dict[str, Domain]
+) -> None:
+    """Without a trained router, the built-in model's semantic and plain keyword choices become hybrid (they
+    lost to hybrid on every shared set); identifiers still go to keyword and analytical questions to sql."""
+    decision = router.route(question, domains[domain])
+    assert decision.route == route, decision
+    if route == "hybrid":
+        assert decision.probabilities["semantic"] == max(decision.probabilities.values())
+        assert any("no router trained for this domain" in reason for reason in decision.reasons)
 
 
 def test_a_domain_without_tables_is_never_routed_to_sql(
@@ -258,7 +286,7 @@ def test_sure_keyword_questions_are_routed_before_embedding(
     assert code.route == "keyword" and code.confidence >= module_settings.router_surface_confidence
     assert code.before_embedding and not asked
     natural = "why does my dashboard stop refreshing when I close the laptop overnight"
-    assert router.route(natural, plain, embedding(natural)).route == "semantic"
+    assert router.route(natural, plain, embedding(natural)).route == "hybrid"
     assert asked == [natural]
     # Turned off, every question is embedded first; the full model still says keyword.
     always = module_settings.model_copy(update={"router_surface_confidence": 1.0})
