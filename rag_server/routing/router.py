@@ -4,7 +4,9 @@ A surface model (no embedding) first sends sure keyword questions straight to ke
 analytical ones that the offline generator maps onto the tables straight to SQL, so they are never embedded.
 Otherwise the trained model decides when it is confident. When it is not, the configured model is asked
 (if enabled); failing that the question goes to hybrid, and also to SQL when it mentions the domain's tables:
-never a silent guess.
+never a silent guess. A domain with no trained router gets the built-in model's structural choices only
+(identifiers and quoted phrases to keyword, analytical questions to sql): its semantic and plain keyword
+preferences come from other corpora and lost to hybrid on every shared set, so those questions go to hybrid.
 """
 
 from __future__ import annotations
