@@ -33,6 +33,9 @@ rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --
     --min-accuracy 0.7
 # The router on the project's own set: hand labels, analytical questions included (0.911 here and in a
 # clean-clone CI run on 2026-11-25, 0.900 in an earlier CI run; the floor is the lower one minus 0.01).
+# Its tables first: the demo's labeled questions are featurized against the domain's tables (trained without
+# them, on a fresh database, the router cross-validated 0.851 and routed 0.856 of the set right).
+rag-server ingest rag_server/demo/tables --domain eval-demo
 rag-server train-router --data rag_server/demo/routing.jsonl --domain eval-demo
 rag-server eval routing --dataset evals/sets/demo --corpus rag_server/demo/corpus --domain eval-demo \
     --tables rag_server/demo/tables --json "$out/routing-demo.json" --min-accuracy 0.89
