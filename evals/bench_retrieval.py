@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import psutil
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
-from rag_server.domains import EmbeddingModel, HnswOptions, delete_domain, ensure_embedding_model, get_domain
+from rag_server.domains import HnswOptions, delete_domain, ensure_domain_index, get_domain
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.semantic import semantic_search
@@ -151,14 +150,7 @@ def load_corpus(
             model_id = conn.execute(
                 "SELECT id FROM embedding_models WHERE name = %s", (BENCH_MODEL,)
             ).fetchone()[0]  # type: ignore[index]
-            # Index dropped while loading: building it once afterwards is several times faster.
-            conn.execute(
-                sql.SQL("DROP INDEX IF EXISTS {}").format(
-                    sql.Identifier(
-                        EmbeddingModel(model_id, BENCH_MODEL, DIMENSION).index_name(settings.vector_precision)
-                    )
-                )
-            )
+            # The domain is made here without its index: building it once after loading is several times faster.
             domain_id = conn.execute(
                 "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) RETURNING id",
                 (domain, model_id),
@@ -205,7 +197,7 @@ def load_corpus(
         started = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '2GB'")
         conn.execute("SET max_parallel_maintenance_workers = 2")
-        ensure_embedding_model(conn, BENCH_MODEL, DIMENSION, HnswOptions.from_settings(settings))
+        ensure_domain_index(conn, get_domain(conn, domain), HnswOptions.from_settings(settings))
         conn.execute("UPDATE domains SET generation = generation + 1 WHERE id = %s", (domain_id,))
         conn.execute("ANALYZE chunks")
         index_seconds = time.perf_counter() - started

@@ -94,11 +94,54 @@ def test_models_of_other_dimensions_live_side_by_side(pool: ConnectionPool) -> N
         indexes = {
             row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks'")
         }
-        assert {small.model.index_name(), large.model.index_name()} <= indexes
+        assert {small.index_name(), large.index_name()} <= indexes
         with pytest.raises(EmbeddingModelMismatch, match="model-384"):
             ensure_domain(conn, "small", "model-768", 768, HnswOptions())
         with pytest.raises(EmbeddingModelMismatch, match="dimensions"):
-            ensure_embedding_model(conn, "model-384", 512, HnswOptions())
+            ensure_embedding_model(conn, "model-384", 512)
+
+
+def test_each_domain_gets_its_own_index_and_older_databases_are_moved_to_them(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Before 004 a model had one HNSW index for all its domains, so a domain's search walked the others'
+    neighbours; 004 gives every existing domain its own and drops the model's."""
+    for migration in list_migrations()[:3]:
+        (tmp_path / migration.path.name).write_text(migration.path.read_text())
+    migrate(database_url, tmp_path)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        model_id = conn.execute(
+            "INSERT INTO embedding_models (name, dimension) VALUES ('old-model', 3) RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        old_ids = [
+            conn.execute(
+                "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) RETURNING id",
+                (name, model_id),
+            ).fetchone()[0]  # type: ignore[index]
+            for name in ("old-a", "old-b")
+        ]
+        conn.execute(
+            f"CREATE INDEX chunks_embedding_model_{model_id}_hnsw ON chunks USING hnsw"
+            f" ((embedding::vector(3)) vector_cosine_ops) WHERE embedding_model_id = {model_id}"
+        )
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        indexes = {
+            row[0] for row in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chunks'")
+        }
+    assert {f"chunks_domain_{domain_id}_hnsw" for domain_id in old_ids} <= indexes
+    assert not any(name.startswith("chunks_embedding_model_") for name in indexes)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        new = ensure_domain(conn, "new", "model-3", 3, HnswOptions())
+        conn.execute("SET enable_sort = off")  # an empty table: any plan is cheap, ask for the ordered scan
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f"EXPLAIN SELECT id FROM chunks WHERE domain_id = {new.id}"
+                " ORDER BY embedding::vector(3) <=> '[1,0,0]'::vector(3) LIMIT 5"
+            )
+        )
+    assert new.index_name() in plan
 
 
 EMBEDDED_CHILD = textwrap.dedent(

@@ -27,7 +27,8 @@ def semantic_search(
 ) -> list[ScoredChunk]:
     """The k chunks of the domain closest to `query_vector` (cosine), documents filtered by metadata.
 
-    The expression `embedding::<precision>(dim)` and the model filter match the model's partial HNSW index.
+    The expression `embedding::<precision>(dim)` and the domain filter, a literal so that every plan of it can
+    use it, match the domain's partial HNSW index.
     pgvector's iterative index scan keeps scanning until k rows pass the filters, so a selective filter
     still returns k results (up to hnsw.max_scan_tuples).
     """
@@ -39,17 +40,22 @@ def semantic_search(
     query = sql.SQL(
         """SELECT {columns}, 1 - (c.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS score
            FROM chunks c JOIN documents d ON d.id = c.document_id
-           WHERE c.embedding_model_id = %(model)s AND c.domain_id = %(domain)s{filters}
+           WHERE c.domain_id = {domain}{filters}
            ORDER BY c.embedding::{kind}({dim}) <=> %(q)s::{kind}({dim})
            LIMIT %(k)s"""
-    ).format(columns=sql.SQL(CHUNK_COLUMNS), dim=dim, kind=kind, filters=filter_sql)
+    ).format(
+        columns=sql.SQL(CHUNK_COLUMNS), dim=dim, kind=kind, domain=sql.Literal(domain.id), filters=filter_sql
+    )
     with conn.transaction():
         # SET LOCAL: the settings end with this transaction, whatever connection of the pool it was.
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(ef_search, k))))
         conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        rows = conn.execute(
-            query, {"q": query_vector, "model": domain.model.id, "domain": domain.id, "k": k}
-        ).fetchall()
+        if not filters:
+            # The planner takes a small domain's exact scan for cheap, but reading each row's out-of-line vector
+            # makes it several times slower than the index (cranfield's 2,075 chunks: 13 ms against 2).
+            # With filters it may still choose to sort just the rows that pass them.
+            conn.execute("SET LOCAL enable_sort = off")
+        rows = conn.execute(query, {"q": query_vector, "k": k}).fetchall()
     chunks = [ScoredChunk(*row[:6], tuple(row[6]), float(row[7]), "semantic") for row in rows]
     # relaxed_order may return neighbours slightly out of order: sort them.
     return sorted(chunks, key=lambda chunk: -chunk.score)
