@@ -319,6 +319,13 @@ def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, e
     alone = run_cli("train-router", "--data", str(data), "--without-default", "--json", env=env)
     assert json.loads(alone.stdout)["rows"] == 12
     assert np.isfinite(json.loads(alone.stdout)["cv_accuracy"])
+    assert "warning" not in done.stderr
+    # Questions labeled sql for a domain whose tables are not imported yet: said, not silently trained on.
+    with data.open("a") as labels:
+        labels.write(json.dumps({"text": "how many orders per plan", "route": "sql"}) + "\n")
+    warned = run_cli("train-router", "--data", str(data), "--domain", "kb", "--without-default", env=env)
+    assert warned.returncode == 0, warned.stderr
+    assert "domain 'kb' has no tables" in warned.stderr and "labeled sql (1)" in warned.stderr
 
 
 def test_auto_falls_back_to_hybrid_when_sql_cannot_answer(
