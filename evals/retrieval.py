@@ -14,6 +14,7 @@ from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import SearchRequest
 
 T = TypeVar("T")
+
 # Chunks asked of a route per query; deduplicated to documents, they give the ranking recall@100 is read from.
 DEFAULT_DEPTH = 200
 

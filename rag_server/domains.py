@@ -126,7 +126,7 @@ def ensure_domain_index(conn: psycopg.Connection[Any], domain: Domain, hnsw: Hns
     """The domain's partial HNSW index at the configured precision, created if missing.
 
     One index per domain, not per model: with one per model, a domain's search walked (and filtered out) the
-    neighbours of every other domain of that model, 5-7x slower with four other sets beside it."""
+    neighbours of every other domain of that model: up to 6x slower with four other sets beside it."""
     with conn.transaction():
         # Two first ingests at once would race on creating the same index: serialize them.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.domain_index'), %s)", (domain.id,))
@@ -153,7 +153,7 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], name: str, dimension: 
 
 
 def _ensure_embedding_model(conn: psycopg.Connection[Any], name: str, dimension: int) -> EmbeddingModel:
-    # Two first ingests at once would race on creating the same index: serialize them.
+    # Two first ingests of a new model at once: the second waits here, then reads the first one's row.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('rag_server.embedding_models'))")
     conn.execute(
         "INSERT INTO embedding_models (name, dimension) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
