@@ -135,10 +135,15 @@ def _time_ms(work: Callable[[], object]) -> float:
 
 
 def load_corpus(
-    pool: ConnectionPool, settings: Settings, domain: str, count: int, progress: Callable[[int], None]
+    pool: ConnectionPool,
+    settings: Settings,
+    domain: str,
+    count: int,
+    progress: Callable[[int], None],
+    seed: int = 7,
 ) -> tuple[np.ndarray, list[list[str]], float, float]:
     """Write the synthetic corpus into a fresh domain; returns vectors, terms and load/index seconds."""
-    corpus = SyntheticCorpus()
+    corpus = SyntheticCorpus(seed)
     analyzer = configured_analyzer(settings)
     with pool.connection() as conn:
         delete_domain(conn, domain, missing_ok=True)

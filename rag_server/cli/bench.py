@@ -152,3 +152,46 @@ def bench_retrieval(
         )
     lines.append(f"written to {output}")
     typer.echo("\n".join(lines))
+
+
+@app.command("domains")
+@reports_errors
+def bench_domains(
+    domains: int = typer.Option(4, "--domains", min=2, max=50, help="Scratch domains sharing one model."),
+    chunks: int = typer.Option(
+        5_000, "--chunks", min=1000, max=1_000_000, help="Synthetic chunks per domain."
+    ),
+    queries: int = typer.Option(50, min=5, max=10_000, help="Queries per domain and round."),
+    rounds: int = typer.Option(2, min=1, max=10, help="Times the two index layouts are alternated."),
+    keep: bool = typer.Option(False, help="Keep the scratch domains afterwards."),
+    output: Path = typer.Option(
+        Path("reports/bench-domains.json"), "--json", help="Where to write the JSON."
+    ),
+) -> None:
+    """Semantic search with one HNSW index per domain against one per model, on domains sharing a model."""
+    import sys
+
+    from tqdm import tqdm
+
+    from evals.bench_domains import drop_domains, run_domains_bench
+
+    current = settings()
+    with database(current) as pool:
+        try:
+            with tqdm(
+                total=domains * chunks, desc="load", unit=" chunk", disable=not sys.stderr.isatty()
+            ) as bar:
+                result = run_domains_bench(pool, current, domains, chunks, queries, rounds, bar.update)
+        finally:
+            if not keep:
+                drop_domains(pool, domains)
+    write_json(output, result)
+    per_domain, per_model = result["per_domain"], result["per_model"]
+    typer.echo(
+        f"{domains} domains x {chunks} chunks, {result['searches']} searches a layout at depth {result['depth']}:\n"
+        f"one index per domain  p50 {per_domain['p50_ms']:7.2f} ms  p95 {per_domain['p95_ms']:7.2f} ms  "
+        f"recall@10 {per_domain['recall_at_10']:.3f}\n"
+        f"one index per model   p50 {per_model['p50_ms']:7.2f} ms  p95 {per_model['p95_ms']:7.2f} ms  "
+        f"recall@10 {per_model['recall_at_10']:.3f}\n"
+        f"per model / per domain p50 = {result['per_model_over_per_domain_p50']}x -> {output}"
+    )
