@@ -115,9 +115,13 @@ def _arrange(pool: ConnectionPool, settings: Settings, domains: list[Domain], la
             conn.execute(
                 sql.SQL(
                     "CREATE INDEX {} ON chunks USING hnsw ((embedding::vector({})) vector_cosine_ops)"
-                    " WHERE embedding_model_id = {}"
+                    " WITH (m = {}, ef_construction = {}) WHERE embedding_model_id = {}"
                 ).format(
-                    sql.Identifier(SHARED_INDEX), sql.Literal(DIMENSION), sql.Literal(domains[0].model.id)
+                    sql.Identifier(SHARED_INDEX),
+                    sql.Literal(DIMENSION),
+                    sql.Literal(hnsw.m),
+                    sql.Literal(hnsw.ef_construction),
+                    sql.Literal(domains[0].model.id),
                 )
             )
         conn.execute("ANALYZE chunks")

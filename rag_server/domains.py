@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import psycopg
 from psycopg import sql
@@ -186,7 +186,7 @@ def delete_domain(conn: psycopg.Connection[Any], name: str, missing_ok: bool = F
         # Its imported tables go too; registered tables belong to someone else and stay.
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(domain.tables_schema)))
         conn.execute("DELETE FROM domains WHERE id = %s", (domain.id,))
-        for precision in ("vector", "halfvec"):
+        for precision in get_args(Precision):
             conn.execute(
                 sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(domain.index_name(precision)))
             )
