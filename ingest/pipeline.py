@@ -354,11 +354,14 @@ def _groups(
     failed_sources: set[str],
     lock: threading.Lock,
 ) -> Iterator[list[SourceDocument]]:
-    """Documents in groups of `size`; failures are counted and logged as they come."""
+    """Documents in groups of `size`; failures are counted as they come.
+
+    A failure is logged at debug level only: it is in the summary, which the caller reports once.
+    """
     group: list[SourceDocument] = []
     for item in loaded:
         if isinstance(item, LoadFailure):
-            log.warning("skipped %s: %s", item.path, item.reason)
+            log.debug("skipped %s: %s", item.path, item.reason)
             failed_sources.add(os.path.abspath(item.path))
             with lock:
                 summary.documents_failed += 1

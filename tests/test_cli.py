@@ -70,7 +70,7 @@ def test_ingest_list_show_delete(settings: Settings, tmp_path: Path) -> None:
     assert shown["title"] == "Alpha" and "refunds" in shown["chunks"][0]["text"]
 
     found = run_cli("search", "refunds", "--domain", "cli", "--route", "keyword", "--json", env=env)
-    assert json.loads(found.stdout)["chunks"][0]["external_id"] == "a.md"
+    assert json.loads(found.stdout)["results"][0]["external_id"] == "a.md"
 
     assert run_cli("documents", "delete", "a.md", "--domain", "cli", env=env).returncode == 0
     missing = run_cli("documents", "show", "a.md", "--domain", "cli", env=env)
@@ -79,6 +79,16 @@ def test_ingest_list_show_delete(settings: Settings, tmp_path: Path) -> None:
         and "no document 'a.md'" in missing.stderr
         and "Traceback" not in missing.stderr
     )
+
+
+def test_a_skipped_file_is_reported_once(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("Text about refunds.\n")
+    (tmp_path / "empty.txt").write_text("")
+    done = run_cli("ingest", str(tmp_path), "--domain", "cli", env=_env(settings))
+    assert done.returncode == 1, done.stderr
+    mentions = [line for line in done.stderr.splitlines() if "empty.txt" in line]
+    assert mentions == [f"skipped {tmp_path / 'empty.txt'}: empty"], done.stderr
+    assert "cli: 1 added" in done.stdout and "1 failed" in done.stdout
 
 
 def test_usage_errors_are_clear(settings: Settings, tmp_path: Path) -> None:
