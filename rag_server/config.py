@@ -69,6 +69,9 @@ class Settings(BaseSettings):
 
     # --- retrieval ---
     default_domain: str = "default"
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)  # HTTP request bodies above this get a 413
+    # The route of a request that names none: `auto` asks the router (what the product is about).
+    default_route: Literal["semantic", "keyword", "hybrid", "sql", "auto"] = "auto"
 
     # --- semantic route ---
     hnsw_m: int = Field(default=16, ge=2, le=100)
@@ -138,6 +141,26 @@ class Settings(BaseSettings):
     )
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=30.0, gt=0)
+    # Retries on 429 and 5xx, with exponential backoff honouring Retry-After (the openai client's own).
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    # Dollars per million tokens (input, cached input, output) of models missing from the built-in price
+    # table, e.g. '{"my-model": [0.5, 0.25, 1.5]}'; a model priced nowhere is an error, not a silent 0 ...
+    model_prices: dict[str, tuple[float, float, float]] = Field(default_factory=dict)
+    # ... except on a server you run yourself, marked free here.
+    model_free: bool = False
+
+    # --- answers (/v1/ask) ---
+    # `extractive` quotes the best supporting sentences (no model, offline); `llm` writes the answer with the
+    # configured model; `auto` uses the model when one is configured.
+    answerer: Literal["auto", "extractive", "llm"] = "auto"
+    # Evidence passages given to the answerer (numbered [1]..[n]).
+    answer_evidence: int = Field(default=5, ge=1, le=50)
+    answer_max_tokens: int = Field(default=400, ge=1, le=8000)
+    # Operating point of the calibrated abstention: `cautious` abstains unless the evidence is strong
+    # (regulated users), `balanced` maximizes accuracy on the calibration set, `never` always answers.
+    abstention: Literal["cautious", "balanced", "never"] = "cautious"
+    # A file written by `rag-server eval answers --calibrate-out`; unset = the packaged calibration.
+    answer_calibration: Path | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

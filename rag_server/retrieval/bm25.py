@@ -138,6 +138,11 @@ class BM25Index:
         return sum(array.nbytes for array in arrays) + self._vocabulary_nbytes
 
     @property
+    def max_idf(self) -> float:
+        """The highest idf (that of the rarest term); 0 for an empty index."""
+        return float(self._idf.max()) if self._idf.size else 0.0
+
+    @property
     def ids(self) -> np.ndarray:
         """The documents' ids, in build order (the order of `get_scores` and of boolean `allowed` masks)."""
         return self._ids

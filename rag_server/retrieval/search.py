@@ -14,7 +14,7 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import EmbeddingModelMismatch, RetrievalError
-from rag_server.llm import ChatModel, ModelCall, model_configured
+from rag_server.llm import ModelCall, OpenAIChatModel, model_configured
 from rag_server.retrieval.analyzer import configured_analyzer
 from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from rag_server.retrieval.keyword import BM25Parameters, Expansion, KeywordIndexes
@@ -24,6 +24,7 @@ from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, Searc
 from rag_server.routing.router import QueryRouter, RouteDecision
 from rag_server.sql.deterministic import Draft
 from rag_server.sql.route import SqlEvidence, SqlRoute
+from rag_server.trace import RequestTrace
 
 T = TypeVar("T")
 
@@ -38,7 +39,7 @@ class Searcher:
         self.embedder = embedder
         self.settings = settings
         # One client for every model call a search may make: SQL, routing, multi-query expansion.
-        self.model = ChatModel(settings) if model_configured(settings) else None
+        self.model = OpenAIChatModel(settings) if model_configured(settings) else None
         self.sql = SqlRoute(pool, embedder, settings, self.model)
         self.router = QueryRouter(pool, embedder, settings, self.model)
         analyzer = configured_analyzer(settings)
@@ -46,19 +47,32 @@ class Searcher:
         expansion = Expansion() if settings.keyword_expansion == "rm3" else None
         self.keyword = KeywordIndexes(analyzer, parameters, expansion)
 
-    def search(self, request: SearchRequest, query_vector: np.ndarray | None = None) -> SearchResult:
-        """Rank the domain's chunks for the request's query by its route.
+    def search(
+        self,
+        request: SearchRequest,
+        query_vector: np.ndarray | None = None,
+        trace: RequestTrace | None = None,
+    ) -> SearchResult:
+        """Rank the domain's chunks for the request's query by its route (the default route if none).
 
         `query_vector`, when given, is used instead of embedding the query (benchmarks, cached embeddings).
+        Stages are timed into `trace` (a new one when not given) and its model calls recorded there.
         """
+        trace = trace if trace is not None else RequestTrace()
+        asked = request.route is not None
+        route = request.route or self.settings.default_route
+        request = replace(request, route=route)
         _check(request)
-        timings: dict[str, float] = {}
         with self.pool.connection() as conn:
             domain = get_domain(conn, request.domain)
-        if request.route == "auto":
-            return self._routed(request, domain, query_vector, timings)
-        result = self._search(request, domain, query_vector, timings)
-        return replace(result, routing=RouteDecision.requested(request.route))
+        if route == "auto":
+            result = self._routed(request, domain, query_vector, trace.timings_ms)
+        else:
+            result = self._search(request, domain, query_vector, trace.timings_ms)
+            decision = RouteDecision.requested(route) if asked else RouteDecision.defaulted(route)
+            result = replace(result, routing=decision)
+        trace.record(_calls(result))
+        return result
 
     def _routed(
         self, request: SearchRequest, domain: Domain, vector: np.ndarray | None, timings: dict[str, float]
@@ -237,6 +251,13 @@ class Searcher:
                 self.settings.convex_weight,
             )
         return [_rescored(by_id[chunk_id], score) for chunk_id, score in fused[:k]]
+
+
+def _calls(result: SearchResult) -> list[ModelCall]:
+    """Every model call a search made: routing, SQL generation, expansion."""
+    routing = result.routing.model_calls if result.routing else []
+    sql = result.sql.model_calls if result.sql else []
+    return [*routing, *sql, *result.model_calls]
 
 
 def _no_rows(evidence: SqlEvidence | None) -> bool:

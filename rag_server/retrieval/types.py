@@ -23,7 +23,8 @@ class SearchRequest:
 
     query: str
     domain: str
-    route: Route = "hybrid"
+    # None: the configured default route (`auto` unless RAG_DEFAULT_ROUTE says otherwise).
+    route: Route | None = None
     k: int = 10
     filters: dict[str, Any] = field(default_factory=dict)
 

@@ -104,6 +104,10 @@ class RouteDecision:
     def requested(cls, route: str) -> RouteDecision:
         return cls(route, 1.0, ["route requested explicitly"], "request")
 
+    @classmethod
+    def defaulted(cls, route: str) -> RouteDecision:
+        return cls(route, 1.0, [f"the default route (RAG_DEFAULT_ROUTE={route})"], "default")
+
 
 class QueryRouter:
     """One per process: caches each domain's model (by version) and table vocabulary (by catalog stamp)."""

@@ -19,7 +19,7 @@ from rag_server.config import Settings
 from rag_server.domains import Domain, get_domain
 from rag_server.embedding import Embedder
 from rag_server.errors import RetrievalError, SqlDeclined, SqlExecutionError, SqlRejected
-from rag_server.llm import ChatModel, ModelCall, model_configured
+from rag_server.llm import ChatModel, ModelCall, OpenAIChatModel, model_configured
 from rag_server.sql import deterministic
 from rag_server.sql.catalog import Catalog, load_catalog
 from rag_server.sql.examples import save_example, similar_examples
@@ -102,7 +102,7 @@ class SqlRoute:
         self.limits = SandboxLimits.from_settings(settings)
         self.tables = TableSelector(embedder)
         # The model writes SQL unless RAG_SQL_GENERATOR says otherwise (or none is configured).
-        self.model = (model or ChatModel(settings)) if _uses_model(settings) else None
+        self.model = (model or OpenAIChatModel(settings)) if _uses_model(settings) else None
 
     @property
     def generator_name(self) -> str:

@@ -206,9 +206,9 @@ def test_model_routing_is_counted_and_bounded(
         settings = module_settings.model_copy(
             update={"openai_base_url": llm.base_url, "router_llm": "always"}
         )
-        from rag_server.llm import ChatModel
+        from rag_server.llm import OpenAIChatModel
 
-        decision = QueryRouter(module_pool, embedder, settings, ChatModel(settings)).route(
+        decision = QueryRouter(module_pool, embedder, settings, OpenAIChatModel(settings)).route(
             "ERR-4012", domains["shop"]
         )
     assert decision.decided_by == "llm" and decision.route == "semantic" and decision.confidence == 0.8
@@ -218,9 +218,9 @@ def test_model_routing_is_counted_and_bounded(
         settings = module_settings.model_copy(
             update={"openai_base_url": llm.base_url, "router_llm": "always"}
         )
-        from rag_server.llm import ChatModel
+        from rag_server.llm import OpenAIChatModel
 
-        kept = QueryRouter(module_pool, embedder, settings, ChatModel(settings)).route(
+        kept = QueryRouter(module_pool, embedder, settings, OpenAIChatModel(settings)).route(
             "ERR-4012", domains["shop"]
         )
     assert kept.decided_by == "default" and kept.route == "keyword"

@@ -1,0 +1,214 @@
+"""The flow of a question: `search` (route -> retrieve -> fuse) and `ask` (search -> rerank -> answer).
+
+`Pipeline.events` is the one implementation of ask: it yields the SSE events (`route`, `evidence`, `token`...,
+`citation`..., `usage`, then `done` or `error`) and `Pipeline.ask` consumes them into one `AskResponse`, so
+the streamed and the plain answer cannot drift apart. Every stage is timed into the request's trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rag_server.answer import signals
+from rag_server.answer.abstention import NOT_IN_CONTEXT, Assessment, Calibration, assess, says_not_in_context
+from rag_server.answer.answerers import Answerer, ExtractiveAnswerer, GenerativeAnswerer
+from rag_server.answer.citations import MarkerFilter, cite, clean_markers
+from rag_server.answer.evidence import Evidence, collect
+from rag_server.config import Settings
+from rag_server.domains import get_domain
+from rag_server.errors import ModelError, RagError
+from rag_server.pipeline.schemas import AskRequest, AskResponse
+from rag_server.rerank import NoReranker, Reranker
+from rag_server.retrieval.search import Searcher
+from rag_server.retrieval.types import SearchRequest, SearchResult
+from rag_server.trace import RequestTrace
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of an answer as it happens; `name` is the SSE event name."""
+
+    name: str
+    data: dict[str, Any]
+
+
+class Pipeline:
+    """One per process: the searcher (routes, router, models), the answerers and the calibration."""
+
+    def __init__(
+        self,
+        searcher: Searcher,
+        settings: Settings,
+        calibration: Calibration | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.settings = settings
+        self.calibration = calibration or Calibration.load(settings.answer_calibration)
+        self.reranker = reranker or NoReranker()
+        self.extractive = ExtractiveAnswerer()
+
+    def search(self, request: SearchRequest, trace: RequestTrace) -> SearchResult:
+        """Route -> retrieve -> fuse (the sql route and fan-outs included)."""
+        return self.searcher.search(request, trace=trace)
+
+    def answerer(self) -> Answerer:
+        model = self.searcher.model
+        if self.settings.answerer == "llm" and model is None:
+            raise ModelError("RAG_ANSWERER=llm needs a model: set OPENAI_API_KEY or OPENAI_BASE_URL")
+        if self.settings.answerer == "extractive" or model is None:
+            return self.extractive
+        return GenerativeAnswerer(model, self.settings.answer_max_tokens)
+
+    def ask(self, request: AskRequest, trace: RequestTrace | None = None) -> AskResponse:
+        """The whole answer at once; a model failure raises (ModelError) instead of an `error` event."""
+        for event in self.events(request, trace or RequestTrace(), raise_errors=True):
+            if event.name == "done":
+                return AskResponse.model_validate(event.data)
+        raise ModelError("the answer ended without a result")  # unreachable: events always ends with done
+
+    def events(self, request: AskRequest, trace: RequestTrace, raise_errors: bool = False) -> Iterator[Event]:
+        """Search, rerank, assess, answer and cite, as events; a failure mid-answer ends with `error`."""
+        domain = request.domain or self.settings.default_domain
+        k = request.k or self.settings.answer_evidence
+        result = self.search(
+            SearchRequest(request.question, domain, request.route, k, request.filters), trace
+        )
+        yield Event(
+            "route",
+            {
+                "request_id": trace.request_id,
+                "route": result.route,
+                "routing": result.routing.as_dict() if result.routing else None,
+            },
+        )
+        with trace.stage("rerank"):
+            result = replace(result, chunks=self.reranker.rerank(request.question, result.chunks))
+        evidence = collect(result, k)
+        yield Event("evidence", {"evidence": [item.as_dict() for item in evidence]})
+
+        with trace.stage("assess"):
+            lexicon = self.lexicon(domain)
+            ranked = signals.score_sentences(
+                request.question, signals.sentences(evidence), lexicon, self.searcher.embedder.embed
+            )
+            values = signals.features(request.question, ranked, lexicon)
+            assessment = assess(
+                request.question,
+                evidence,
+                ranked,
+                values,
+                lexicon,
+                self.calibration,
+                self.settings.abstention,
+            )
+        answerer = self.extractive if assessment.abstain else self.answerer()
+        try:
+            answer, dropped, abstained, reason = yield from self._answer(
+                request, evidence, assessment, answerer, trace
+            )
+        except RagError as error:
+            if raise_errors:
+                raise
+            yield Event(
+                "error", {"code": _code(error), "message": str(error), "request_id": trace.request_id}
+            )
+            return
+        citations = cite(
+            answer,
+            evidence,
+            lambda claim, item: signals.support(claim, item, lexicon),
+            self.calibration.support_threshold,
+        )
+        for citation in citations:
+            yield Event("citation", citation.as_dict())
+        usage = trace.usage
+        yield Event("usage", usage.__dict__)
+        trace.finish()
+        yield Event(
+            "done",
+            AskResponse(
+                request_id=trace.request_id,
+                question=request.question,
+                domain=domain,
+                answer=answer,
+                abstained=abstained,
+                abstention_reason=reason,
+                answerable=round(assessment.answerable, 4),
+                signals={name: round(value, 6) for name, value in assessment.features.items()},
+                answerer="none" if assessment.abstain else answerer.name,
+                reranker=self.reranker.name,
+                citations=[c.as_dict() for c in citations],  # type: ignore[misc]
+                dropped_citations=dropped,
+                unsupported_citations=sum(not c.supported for c in citations),
+                evidence=[item.as_dict() for item in evidence],  # type: ignore[misc]
+                routing=result.routing.as_dict() if result.routing else None,
+                sql_error=result.sql_error,
+                timings_ms=trace.timings(),
+                usage=usage.__dict__,  # type: ignore[arg-type]
+                model_calls=[call.as_dict() for call in trace.model_calls],
+            ).model_dump(),
+        )
+
+    def _answer(
+        self,
+        request: AskRequest,
+        evidence: Sequence[Evidence],
+        assessment: Assessment,
+        answerer: Answerer,
+        trace: RequestTrace,
+    ) -> Generator[Event, None, tuple[str, int, bool, str | None]]:
+        """Token events; returns (answer, dropped citation numbers, abstained, reason)."""
+        if assessment.abstain:
+            text = f"I don't know: {assessment.reason}."
+            yield from self._token(text, [], trace)
+            return text, 0, True, assessment.reason
+        markers = MarkerFilter({item.number for item in evidence})
+        parts: list[str] = []
+        # The start of the answer is held until it is clearly not the model's NOT_IN_CONTEXT reply.
+        held, deciding = "", True
+        with trace.stage("generate"):
+            for delta in answerer.deltas(request.question, evidence, assessment, trace):
+                text = markers.feed(delta)
+                if deciding:
+                    held += text
+                    head = held.lstrip()[: len(NOT_IN_CONTEXT)]
+                    if NOT_IN_CONTEXT.startswith(head) or head == NOT_IN_CONTEXT:
+                        continue
+                    text, held, deciding = held, "", False
+                if text:
+                    yield from self._token(text, parts, trace)
+            tail = held + markers.flush()
+        if says_not_in_context(tail):
+            reason = tail.strip()[len(NOT_IN_CONTEXT) :].strip(" :.-") or "the evidence does not say"
+            text = f"I don't know: {reason}."
+            yield from self._token(text, parts, trace)
+            return text, markers.dropped, True, reason
+        if tail:
+            yield from self._token(tail, parts, trace)
+        answer, late = clean_markers("".join(parts).strip(), {item.number for item in evidence})
+        if not answer:
+            return answer, markers.dropped + late, True, "the answerer wrote no answer"
+        return answer, markers.dropped + late, False, None
+
+    @staticmethod
+    def _token(text: str, parts: list[str], trace: RequestTrace) -> Iterator[Event]:
+        if not parts:
+            trace.add("ttft", (time.perf_counter() - trace.started) * 1000)
+        parts.append(text)
+        yield Event("token", {"text": text})
+
+    def lexicon(self, domain_name: str) -> signals.Lexicon:
+        keyword = self.searcher.keyword
+        with self.searcher.pool.connection() as conn:
+            index = keyword.current(conn, get_domain(conn, domain_name)).index
+        return signals.Lexicon(keyword.analyzer, index.idf, index.max_idf or 1.0)
+
+
+def _code(error: Exception) -> str:
+    """snake_case of the error's class: ModelError -> model_error."""
+    name = type(error).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))

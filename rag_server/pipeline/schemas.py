@@ -1,0 +1,89 @@
+"""What `ask` takes and returns: the same models for HTTP (`/v1/ask`), the CLI's `--json` and the SSE events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag_server.retrieval.types import Route
+
+MAX_QUESTION_CHARS = 4000
+
+
+class AskRequest(BaseModel):
+    """POST /v1/ask."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    domain: str | None = Field(default=None, max_length=200)
+    # None: the default route (the router, unless RAG_DEFAULT_ROUTE says otherwise).
+    route: Route | None = None
+    filters: dict[str, Any] = Field(default_factory=dict)
+    # Evidence passages the answer may cite (default RAG_ANSWER_EVIDENCE).
+    k: int | None = Field(default=None, ge=1, le=50)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=8000)
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    model_calls: int
+
+
+class CitationOut(BaseModel):
+    number: int
+    ref: str
+    kind: str
+    document_id: str | None
+    title: str | None
+    sql: str | None
+    span: list[int]
+    snippet: str
+    supported: bool
+    support: float
+
+
+class EvidenceOut(BaseModel):
+    number: int
+    kind: Literal["chunk", "table"]
+    ref: str
+    document_id: str | None
+    title: str | None
+    text: str
+    score: float | None
+    route: str
+    sql: str | None = None
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+
+
+class AskResponse(BaseModel):
+    """An answer with its citations and evidence, or an abstention with its reason; and what it cost."""
+
+    request_id: str
+    question: str
+    domain: str
+    answer: str
+    abstained: bool
+    abstention_reason: str | None
+    # The calibrated probability that the evidence answers the question (1 for a query that found rows).
+    answerable: float
+    # What `answerable` was computed from (answer.signals.FEATURES).
+    signals: dict[str, float]
+    answerer: str
+    reranker: str
+    citations: list[CitationOut]
+    # Citation numbers the answerer wrote that map to no evidence (removed from the answer).
+    dropped_citations: int
+    unsupported_citations: int
+    evidence: list[EvidenceOut]
+    routing: dict[str, Any] | None
+    sql_error: str | None
+    timings_ms: dict[str, float]
+    usage: UsageOut
+    model_calls: list[dict[str, Any]]
