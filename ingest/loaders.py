@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import re
 import stat
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,8 @@ UNSUPPORTED = "unsupported file type"
 _SNIFF_BYTES = 8192
 
 Loaded = SourceDocument | LoadFailure
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ def _load_single(ref: _FileRef) -> SourceDocument:
     if not data.strip():
         raise _LoadError(EMPTY)
     if ref.format == "pdf":
-        title, text = _pdf_text(data)
+        title, text = _pdf_text(data, ref.path)
     else:
         raw = _decode(data)
         if not raw.strip():
@@ -289,11 +294,47 @@ def _inside_pre(node: LexborNode) -> bool:
 # --- PDF ------------------------------------------------------------------------------------------------
 
 
-def _pdf_text(data: bytes) -> tuple[str | None, str]:
+# pypdf reports every small defect it repairs, by `warnings` and by log records of loggers under this one.
+_PYPDF_LOGGER = "pypdf"
+_pypdf_lock = threading.Lock()
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _pypdf_messages(path: Path) -> Iterator[None]:
+    """Keep pypdf's warnings and log records off the terminal; log them at debug level against `path`.
+
+    A PDF that loads is all that matters to ingestion, and a bar of progress is no place for
+    "incorrect startxref pointer". Run with RAG_LOG_LEVEL=DEBUG to see them.
+    """
+    logger = logging.getLogger(_PYPDF_LOGGER)
+    collector = _Collector()
+    # The logger's settings are global: one PDF at a time changes them.
+    with _pypdf_lock, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        propagate = logger.propagate
+        logger.addHandler(collector)
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.removeHandler(collector)
+            logger.propagate = propagate
+    for message in [*collector.messages, *(str(warning.message) for warning in caught)]:
+        log.debug("%s: pypdf: %s", path, message)
+
+
+def _pdf_text(data: bytes, path: Path) -> tuple[str | None, str]:
     """The metadata title and the text of a PDF, pages separated by blank lines."""
-    with warnings.catch_warnings():
-        # pypdf warns about every small defect it repairs; a document that loads is all that matters here.
-        warnings.simplefilter("ignore")
+    with _pypdf_messages(path):
         try:
             reader = pypdf.PdfReader(io.BytesIO(data))
             if reader.is_encrypted and not reader.decrypt(""):

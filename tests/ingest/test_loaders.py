@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -386,6 +387,24 @@ def test_binary_or_non_utf8_text_fails(tmp_path: Path, name: str, content: bytes
 )
 def test_malformed_pdf_fails(tmp_path: Path, content: bytes) -> None:
     assert _only_failure(_write(tmp_path / "broken.pdf", content)).reason.startswith("malformed PDF")
+
+
+def test_pdf_repair_messages_stay_off_the_terminal_and_are_logged_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A wrong startxref offset: pypdf repairs it, and logs warnings while it does.
+    data = _pdf_bytes([["Hello"]])
+    data = data[: data.rindex(b"startxref")] + b"startxref\n99\n%%EOF\n"
+    path = _write(tmp_path / "repaired.pdf", data)
+    caplog.set_level(logging.DEBUG)
+
+    assert "Hello" in _only_document(path).text
+
+    assert not [record for record in caplog.records if record.name.startswith("pypdf")]
+    reported = [record for record in caplog.records if record.name == "ingest.loaders"]
+    assert reported and all(record.levelno == logging.DEBUG for record in reported)
+    assert "startxref" in reported[0].getMessage() and str(path) in reported[0].getMessage()
+    assert logging.getLogger("pypdf").propagate  # restored
 
 
 def test_pdf_without_text_fails(tmp_path: Path) -> None:
