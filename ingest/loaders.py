@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import json
@@ -10,12 +11,14 @@ import os
 import re
 import stat
 import threading
+import unicodedata
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import charset_normalizer
 import pypdf
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -34,7 +37,8 @@ FORMATS: dict[str, str] = {
 # A directory holding this file is a BEIR data set: only the corpus is documents (not queries or qrels).
 BEIR_CORPUS = "corpus.jsonl"
 
-BINARY = "binary or not UTF-8"
+BINARY = "binary (no text encoding fits)"
+NOT_UTF8 = "not UTF-8 (JSON lines must be)"
 EMPTY = "empty"
 NO_TEXT = "no extractable text"
 UNSUPPORTED = "unsupported file type"
@@ -138,22 +142,22 @@ def _load_single(ref: _FileRef) -> SourceDocument:
     data = _read_bytes(ref.path)
     if not data.strip():
         raise _LoadError(EMPTY)
+    metadata: dict[str, Any] = {"path": ref.relpath, "format": ref.format}
     if ref.format == "pdf":
         title, text = _pdf_text(data, ref.path)
     else:
-        raw = _decode(data)
+        raw, encoding = _decode(data)
         if not raw.strip():
             # Only a byte-order mark or Unicode spaces.
             raise _LoadError(EMPTY)
+        if encoding != "utf-8":
+            # Said where a user can see it: a wrong guess garbles accented letters, and this explains why.
+            metadata["encoding"] = encoding
         title, text = _html_text(raw) if ref.format == "html" else (_markdown_title(raw, ref.format), raw)
     if not text.strip():
         raise _LoadError(NO_TEXT)
     return SourceDocument(
-        external_id=ref.relpath,
-        text=text,
-        source=ref.source,
-        title=title,
-        metadata={"path": ref.relpath, "format": ref.format},
+        external_id=ref.relpath, text=text, source=ref.source, title=title, metadata=metadata
     )
 
 
@@ -164,16 +168,62 @@ def _read_bytes(path: Path) -> bytes:
         raise _LoadError(f"unreadable: {exc.strerror or exc}") from exc
 
 
-def _decode(data: bytes) -> str:
-    """UTF-8 text with any byte-order mark removed and every newline made `\\n`."""
+# Byte-order marks of the UTF-16 and UTF-32 encodings, UTF-32 first: its little-endian mark starts with UTF-16's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# Short texts often decode equally well in several legacy code pages, and the detector's pick among them is
+# arbitrary (cp1006, Urdu, for "café au lait" in Latin-1): ties go to Windows-1252, the most common of them.
+_PREFERRED_LEGACY = "cp1252"
+# Control characters (other than tab, newline, form feed...) that text in a detected encoding may hold.
+_MAX_CONTROL_SHARE = 0.01
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """The text, any byte-order mark removed and every newline made `\\n`, and the encoding it was in.
+
+    UTF-8, or UTF-16/32 with a byte-order mark; any other encoding is detected (charset-normalizer).
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return _normalize_newlines(data.decode(encoding)), encoding
+            except UnicodeDecodeError as exc:
+                raise _LoadError(BINARY) from exc
     # A NUL byte is valid UTF-8 but never appears in real text files: it marks a binary file.
     if b"\x00" in data:
         raise _LoadError(BINARY)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise _LoadError(BINARY) from exc
-    return _normalize_newlines(text)
+        return _normalize_newlines(data.decode("utf-8-sig")), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    text, encoding = _detect(data)
+    controls = sum(1 for char in text if unicodedata.category(char) == "Cc" and char not in "\t\n\r\f\v")
+    if controls > _MAX_CONTROL_SHARE * len(text):
+        raise _LoadError(BINARY)
+    return _normalize_newlines(text), encoding
+
+
+def _detect(data: bytes) -> tuple[str, str]:
+    """The text of `data` in the encoding charset-normalizer finds likeliest; _LoadError if none fits."""
+    matches = charset_normalizer.from_bytes(data)
+    best = matches.best()
+    if best is None:
+        raise _LoadError(BINARY)
+    for match in matches:
+        if (
+            _PREFERRED_LEGACY in match.could_be_from_charset
+            and match.chaos <= best.chaos
+            and match.coherence >= best.coherence
+        ):
+            try:
+                return data.decode(_PREFERRED_LEGACY), _PREFERRED_LEGACY
+            except UnicodeDecodeError:
+                break
+    return str(best), best.encoding
 
 
 def _normalize_newlines(text: str) -> str:
@@ -393,7 +443,7 @@ def _parse_record(ref: _FileRef, number: int, line: bytes) -> SourceDocument:
     try:
         record = json.loads(line.decode("utf-8-sig") if number == 1 else line.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise _LoadError(BINARY) from exc
+        raise _LoadError(NOT_UTF8) from exc
     except json.JSONDecodeError as exc:
         raise _LoadError(f"malformed JSON ({exc.msg})") from exc
     if not isinstance(record, dict):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pypdf
 import pytest
 
-from ingest.loaders import BINARY, EMPTY, NO_TEXT, UNSUPPORTED, iter_documents
+from ingest.loaders import BINARY, EMPTY, NO_TEXT, NOT_UTF8, UNSUPPORTED, iter_documents
 from ingest.records import LoadFailure, SourceDocument
 
 HTML_PAGE = """<!DOCTYPE html>
@@ -372,13 +373,39 @@ def test_byte_order_mark_only_is_empty(tmp_path: Path) -> None:
     ("name", "content"),
     [
         ("nul.txt", b"text\x00with a NUL byte\n"),
-        ("latin1.md", "caf\xe9 au lait\n".encode("latin-1")),
+        ("noise.md", bytes(byte or 1 for byte in random.Random(0).randbytes(512))),
         ("image.html", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
         ("blob.jsonl", b'{"text": "a"}\n\x00\x01\x02\n'),
     ],
 )
 def test_binary_or_non_utf8_text_fails(tmp_path: Path, name: str, content: bytes) -> None:
     assert _only_failure(_write(tmp_path / name, content)).reason == BINARY
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding", "text"),
+    [
+        ("latin1.md", "latin-1", "# Café\n\ncaf\xe9 au lait\n"),
+        ("cp1252.txt", "cp1252", "Crème brûlée, naïve façade, “quoted” – €5.\n"),
+        ("short.txt", "latin-1", "caf\xe9 au lait\n"),
+        ("utf16.txt", "utf-16", "Zoë’s résumé — UTF-16 with its byte-order mark.\r\nSecond line.\n"),
+        ("utf16be.html", "utf-16-be", "\ufeff<p>Grüße aus Köln</p>"),
+    ],
+)
+def test_text_not_in_utf8_is_decoded_in_a_detected_encoding(
+    tmp_path: Path, name: str, encoding: str, text: str
+) -> None:
+    doc = _only_document(_write(tmp_path / name, text.encode(encoding)))
+
+    expected = text.lstrip("\ufeff").replace("\r\n", "\n")
+    if name.endswith(".html"):
+        expected = "Grüße aus Köln"
+    assert doc.text == expected
+    assert doc.metadata["encoding"] in {"cp1252", "utf-16"}
+
+
+def test_utf8_text_records_no_encoding(corpus: Path) -> None:
+    assert "encoding" not in _only_document(corpus / "notes.txt").metadata
 
 
 @pytest.mark.parametrize(
@@ -436,7 +463,7 @@ def test_bad_jsonl_lines_fail_one_by_one_and_good_lines_still_load(tmp_path: Pat
     assert [failure.reason.split(":")[0] for failure in failures] == [f"line {n}" for n in (2, 4, 5, 6, 7, 9)]
     assert "malformed JSON" in failures[0].reason
     assert "no 'text'" in failures[1].reason
-    assert failures[-1].reason == f"line 9: {BINARY}"
+    assert failures[-1].reason == f"line 9: {NOT_UTF8}"
 
 
 def test_unreadable_file_fails_and_the_walk_goes_on(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
