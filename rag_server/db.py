@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
 from rag_server.errors import DatabaseError
+from rag_server.resources import package_path
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +227,11 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """The folder of migration files: `sql/` of the source tree, or the copy installed with the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "sql", here / "migrations"):
-        if candidate.is_dir():
-            return candidate
-    raise DatabaseError(f"no migrations folder found beside {here}")
+    """The folder of migration files shipped in the package (`rag_server/migrations`, the top-level `sql/`)."""
+    folder = package_path("migrations")
+    if not folder.is_dir():
+        raise DatabaseError(f"no migrations folder at {folder}: the package is incomplete, reinstall it")
+    return folder
 
 
 def list_migrations(folder: Path | None = None) -> list[Migration]:

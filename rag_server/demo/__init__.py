@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rag_server.resources import package_path
+
 DEMO_DOMAIN = "demo"
 # Money is exact in the demo tables (CSV inference would make it double precision).
 DEMO_TYPES = {
@@ -15,12 +17,12 @@ DEMO_TYPES = {
 
 def corpus_dir() -> Path:
     """The folder of the demo's Markdown documents."""
-    return Path(__file__).resolve().parent / "corpus"
+    return package_path("demo", "corpus")
 
 
 def tables_dir() -> Path:
     """The folder of the demo's tables (CSV) and their catalog.json."""
-    return Path(__file__).resolve().parent / "tables"
+    return package_path("demo", "tables")
 
 
 def table_files() -> list[Path]:
@@ -29,4 +31,4 @@ def table_files() -> list[Path]:
 
 def routing_data() -> Path:
     """Labeled questions about the demo (docs and tables) that train its router."""
-    return Path(__file__).resolve().parent / "routing.jsonl"
+    return package_path("demo", "routing.jsonl")

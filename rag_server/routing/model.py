@@ -21,6 +21,7 @@ import numpy as np
 
 from rag_server.embedding import Embedder
 from rag_server.errors import RagError
+from rag_server.resources import package_path
 from rag_server.routing import features
 from rag_server.routing.features import FEATURE_NAMES, Vocabulary, handcrafted
 from rag_server.sql import deterministic
@@ -29,7 +30,7 @@ from rag_server.sql.catalog import Catalog, CatalogColumn, CatalogTable, Join
 ROUTER_ROUTES = ("keyword", "semantic", "hybrid", "sql")
 # Bumped when features change: a stored model of another version is not used.
 FEATURE_VERSION = 3
-DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "default.jsonl"
+DEFAULT_DATA = package_path("routing", "data", "default.jsonl")
 # The catalogs (column types, values, joins) of the invented schemas the built-in rows were asked against, so
 # training sees the table features (value mentions, "the offline generator maps it") as a real domain would.
 TRAINING_CATALOGS = DEFAULT_DATA.with_name("catalogs.json")
