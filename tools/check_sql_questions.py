@@ -5,7 +5,7 @@ gold query of each question in `evals/sets/demo/sql_questions.jsonl`, printing i
 first row. Also checks the question file's fields and that catalog.json describes every column.
 Exits with status 1 on any failure.
 
-Run with `python -m rag_server.demo.check_sql_questions [QUESTIONS_JSONL]`.
+Run from a checkout with `python tools/check_sql_questions.py [QUESTIONS_JSONL]`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from psycopg import sql
 
 from rag_server.db import EmbeddedServer
 
-TABLES_DIR = Path(__file__).resolve().parent / "tables"
-QUESTIONS = Path(__file__).resolve().parents[2] / "evals" / "sets" / "demo" / "sql_questions.jsonl"
+REPO = Path(__file__).resolve().parents[1]
+TABLES_DIR = REPO / "rag_server" / "demo" / "tables"
+QUESTIONS = REPO / "evals" / "sets" / "demo" / "sql_questions.jsonl"
 TABLES = ("customers", "orders", "refunds", "tickets")
 CATEGORIES = {"count", "sum", "avg", "min_max", "group_by", "top_n", "date_range", "join", "ratio", "other"}
 EXPECTED_QUESTIONS = 30

@@ -5,7 +5,7 @@ rules in its documents: plan prices per seat (plans/*.md), the refund policy (po
 support priorities and response targets (policies/support-response-times.md) and the error codes of
 errors/*.md. The output is deterministic: a fixed seed and the standard library only.
 
-Run with `python -m rag_server.demo.make_tables`; it rewrites `rag_server/demo/tables/`.
+Run from a checkout with `python tools/make_tables.py`; it rewrites `rag_server/demo/tables/`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ END = date(2026, 10, 31)  # The data is a snapshot taken at the end of this day.
 LAST_SIGNUP = date(2026, 8, 31)
 PENDING_FROM = END - timedelta(days=30)  # Refund requests this recent are still being reviewed.
 
-TABLES_DIR = Path(__file__).resolve().parent / "tables"
+TABLES_DIR = Path(__file__).resolve().parents[1] / "rag_server" / "demo" / "tables"
 
 N_CUSTOMERS = 400
 PLANS = ("free", "team", "business", "enterprise")
