@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from rag_server import __version__
 from rag_server.cli import bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
 
 app = typer.Typer(
@@ -13,6 +14,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"rag-server {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    # The options of `rag-server` itself, before a command (the app's help text is the Typer's `help`).
+    pass
+
+
 app.command("serve")(serve.serve)
 app.command("ingest")(ingest.ingest)
 app.command("search")(search.search)
