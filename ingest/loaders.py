@@ -42,6 +42,8 @@ NOT_UTF8 = "not UTF-8 (JSON lines must be)"
 EMPTY = "empty"
 NO_TEXT = "no extractable text"
 UNSUPPORTED = "unsupported file type"
+# Reasons that say a file holds no content (now): its document, if an earlier run stored one, is out of date.
+NO_CONTENT = frozenset({EMPTY, NO_TEXT})
 
 # How much of a JSON-lines file is sniffed for NUL bytes before it is read line by line.
 _SNIFF_BYTES = 8192
@@ -134,7 +136,7 @@ def _load_file(ref: _FileRef) -> Iterator[Loaded]:
     try:
         yield _load_single(ref)
     except _LoadError as exc:
-        yield LoadFailure(ref.path, str(exc))
+        yield LoadFailure(ref.path, str(exc), ref.relpath)
 
 
 def _load_single(ref: _FileRef) -> SourceDocument:

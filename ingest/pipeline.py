@@ -30,9 +30,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from ingest.chunkers import Chunker, make_chunker
-from ingest.loaders import iter_documents
+from ingest.loaders import NO_CONTENT, iter_documents
 from ingest.records import LoadFailure, SourceDocument
-from ingest.store import PreparedDocument, prune, stored_versions, write_batch
+from ingest.store import PreparedDocument, prune, remove_documents, stored_versions, write_batch
 from ingest.tokenizer import HFTokenizer
 from rag_server.config import Settings
 from rag_server.domains import Domain, HnswOptions, ensure_domain
@@ -51,7 +51,11 @@ _WRITE_QUEUE_BATCHES = 2
 
 @dataclass
 class IngestSummary:
-    """What a run did; `documents_failed` counts the files skipped, `errors` says which and why."""
+    """What a run did; `documents_failed` counts the files skipped, `errors` says which and why.
+
+    `documents_removed` counts the documents deleted because their file is now empty (or has no text left),
+    `removed` says which.
+    """
 
     domain: str
     documents_added: int = 0
@@ -59,10 +63,12 @@ class IngestSummary:
     documents_unchanged: int = 0
     documents_failed: int = 0
     documents_pruned: int = 0
+    documents_removed: int = 0
     chunks_written: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
+    removed: list[dict[str, str]] = field(default_factory=list)
     run_id: int | None = None
 
     @property
@@ -304,7 +310,11 @@ class Ingestion:
         batch: list[PreparedDocument] = []
         size = 0
         with self.pool.connection() as conn:
-            for documents in _groups(iter_documents(paths), _LOOKUP_BATCH, summary, failed_sources, lock):
+
+            def failed(failure: LoadFailure) -> None:
+                self._failed(conn, domain, failure, summary, failed_sources, lock)
+
+            for documents in _groups(iter_documents(paths), _LOOKUP_BATCH, failed):
                 for document in self._changed(conn, domain, documents, summary, seen, lock):
                     batch.append(document)
                     size += len(document.chunks)
@@ -339,6 +349,33 @@ class Ingestion:
             terms = [self.analyzer.terms(chunk.text) for chunk in chunks]
             yield PreparedDocument(document, digest, chunks, terms)
 
+    def _failed(
+        self,
+        conn: psycopg.Connection[Any],
+        domain: Domain,
+        failure: LoadFailure,
+        summary: IngestSummary,
+        failed_sources: set[str],
+        lock: threading.Lock,
+    ) -> None:
+        """Count a file that did not load, or remove its document if the file has been emptied since."""
+        # Left in place, the old version would stay searchable although the file says nothing now.
+        if (
+            failure.external_id is not None
+            and failure.reason in NO_CONTENT
+            and remove_documents(conn, domain, [failure.external_id])
+        ):
+            log.debug("removed %s: now %s", failure.path, failure.reason)
+            with lock:
+                summary.documents_removed += 1
+                summary.removed.append({"path": str(failure.path), "reason": f"now {failure.reason}"})
+            return
+        log.debug("skipped %s: %s", failure.path, failure.reason)
+        failed_sources.add(os.path.abspath(failure.path))
+        with lock:
+            summary.documents_failed += 1
+            summary.errors.append({"path": str(failure.path), "reason": failure.reason})
+
     def _finish_run(self, summary: IngestSummary, status: str) -> None:
         try:
             with self.pool.connection() as conn:
@@ -348,24 +385,16 @@ class Ingestion:
 
 
 def _groups(
-    loaded: Iterator[SourceDocument | LoadFailure],
-    size: int,
-    summary: IngestSummary,
-    failed_sources: set[str],
-    lock: threading.Lock,
+    loaded: Iterator[SourceDocument | LoadFailure], size: int, failed: Callable[[LoadFailure], None]
 ) -> Iterator[list[SourceDocument]]:
-    """Documents in groups of `size`; failures are counted as they come.
+    """Documents in groups of `size`; failures go to `failed` as they come.
 
     A failure is logged at debug level only: it is in the summary, which the caller reports once.
     """
     group: list[SourceDocument] = []
     for item in loaded:
         if isinstance(item, LoadFailure):
-            log.debug("skipped %s: %s", item.path, item.reason)
-            failed_sources.add(os.path.abspath(item.path))
-            with lock:
-                summary.documents_failed += 1
-                summary.errors.append({"path": str(item.path), "reason": item.reason})
+            failed(item)
             continue
         group.append(item)
         if len(group) >= size:

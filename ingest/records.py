@@ -24,10 +24,15 @@ class SourceDocument:
 
 @dataclass(frozen=True)
 class LoadFailure:
-    """A file that could not be loaded, with the reason; the batch goes on without it."""
+    """A file that could not be loaded, with the reason; the batch goes on without it.
+
+    `external_id` is the id the file's document has when it loads, for a file that is one document: an
+    earlier version of it may be in the index.
+    """
 
     path: Path
     reason: str
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,21 @@ def _copy_chunks(
     return row
 
 
+def remove_documents(conn: psycopg.Connection[Any], domain: Domain, external_ids: Sequence[str]) -> list[str]:
+    """Delete the domain's documents with these external ids (and their chunks); returns the ids it had."""
+    with conn.transaction():
+        removed = [
+            row[0]
+            for row in conn.execute(
+                "DELETE FROM documents WHERE domain_id = %s AND external_id = ANY(%s) RETURNING external_id",
+                (domain.id, list(external_ids)),
+            )
+        ]
+        if removed:
+            bump_generation(conn, domain.id)
+    return removed
+
+
 def prune(conn: psycopg.Connection[Any], domain: Domain, keep: set[str], keep_sources: set[str]) -> int:
     """Delete the domain's documents not in `keep` (nor from a source in `keep_sources`); returns how many."""
     with conn.transaction():

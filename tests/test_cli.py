@@ -91,6 +91,24 @@ def test_a_skipped_file_is_reported_once(settings: Settings, tmp_path: Path) -> 
     assert "cli: 1 added" in done.stdout and "1 failed" in done.stdout
 
 
+def test_a_file_emptied_since_the_last_run_leaves_the_index(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("Text about invoices.\n")
+    (tmp_path / "gone.txt").write_text("Text about refunds.\n")
+    env = _env(settings)
+    assert run_cli("ingest", str(tmp_path), "--domain", "cli", env=env).returncode == 0
+    (tmp_path / "gone.txt").write_text("")
+
+    done = run_cli("ingest", str(tmp_path), "--domain", "cli", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert f"removed {tmp_path / 'gone.txt'} from the index: now empty" in done.stdout
+    assert "1 removed (emptied)" in done.stdout
+    listed = json.loads(run_cli("documents", "list", "--domain", "cli", "--json", env=env).stdout)
+    assert [document["external_id"] for document in listed["documents"]] == ["keep.txt"]
+    found = run_cli("search", "refunds", "--domain", "cli", "--route", "keyword", "--json", env=env)
+    assert found.returncode == 0 and "gone.txt" not in found.stdout and "about refunds" not in found.stdout
+
+
 def test_usage_errors_are_clear(settings: Settings, tmp_path: Path) -> None:
     env = _env(settings)
     missing = run_cli("ingest", str(tmp_path / "nope"), "--domain", "cli", env=env)

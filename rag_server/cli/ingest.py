@@ -101,7 +101,7 @@ class _progress:
         return self.update
 
     def update(self, summary: IngestSummary) -> None:
-        done = summary.documents_seen + summary.documents_failed
+        done = summary.documents_seen + summary.documents_failed + summary.documents_removed
         rate = summary.chunks_written / max(time.monotonic() - self.started, 1e-9)
         if self.bar is not None:
             self.bar.n = done
@@ -128,10 +128,14 @@ class _progress:
 def _print_summary(summary: IngestSummary) -> None:
     for error in summary.errors:
         typer.echo(f"skipped {error['path']}: {error['reason']}", err=True)
+    for removed in summary.removed:
+        typer.echo(f"removed {removed['path']} from the index: {removed['reason']}")
     rate = summary.chunks_written / summary.seconds if summary.seconds else 0.0
+    # Emptied files are rare: their count is only shown when there are some.
+    removed = f", {summary.documents_removed} removed (emptied)" if summary.documents_removed else ""
     typer.echo(
         f"{summary.domain}: {summary.documents_added} added, {summary.documents_updated} updated, "
         f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed, "
-        f"{summary.documents_pruned} pruned; {summary.chunks_written} chunks in {summary.seconds:.1f}s "
+        f"{summary.documents_pruned} pruned{removed}; {summary.chunks_written} chunks in {summary.seconds:.1f}s "
         f"({rate:.0f} chunks/s)"
     )

@@ -316,3 +316,25 @@ def test_record_titles_lead_their_first_chunk(
     _ingestion(pool, embedder).run([tmp_path], DOMAIN)
     assert _chunk_texts(pool, "t1") == ["Ada Lovelace\n\nShe wrote the first program."]
     assert _chunk_texts(pool, "t2") == ["Only a title"]
+
+
+@pytest.mark.parametrize("content", ["", "  \n\t\n"])
+def test_a_file_emptied_since_the_last_run_is_removed_from_the_index(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, corpus: Path, content: str
+) -> None:
+    _ingestion(pool, embedder).run([corpus], DOMAIN)
+    assert "notes/plain.txt" in _documents(pool)
+    (corpus / "notes" / "plain.txt").write_text(content)
+
+    summary = _ingestion(pool, embedder).run([corpus], DOMAIN)
+
+    assert "notes/plain.txt" not in _documents(pool) and len(_documents(pool)) == 6
+    assert (summary.documents_removed, summary.documents_failed, summary.documents_unchanged) == (1, 0, 6)
+    assert summary.removed == [{"path": str(corpus / "notes" / "plain.txt"), "reason": "now empty"}]
+    with pool.connection() as conn:
+        left = conn.execute("SELECT count(*) FROM chunks WHERE text LIKE '%password resets%'").fetchone()
+    assert left == (0,)
+    # A file that was empty all along is still a failure: there was nothing to remove.
+    (corpus / "new-empty.txt").write_text("")
+    again = _ingestion(pool, embedder).run([corpus], DOMAIN)
+    assert (again.documents_removed, again.documents_failed) == (0, 2)
