@@ -82,6 +82,13 @@ HOSTILE: list[tuple[str, str]] = [
     ("SELECT txid_current()", "function_not_allowed"),
     ("SELECT pg_advisory_lock(1)", "function_not_allowed"),
     ("SELECT * FROM generate_series(1, 100000000)", "table_function"),
+    ("SELECT setval('some_seq', 1)", "function_not_allowed"),
+    ("SELECT pg_advisory_lock_shared(1)", "function_not_allowed"),
+    ('SELECT "pg_sleep"(1)', "function_not_allowed"),
+    # a schema's function of an allow-listed name is not the built-in one
+    ("SELECT public.abs(1)", "other_schema"),
+    ("SELECT pg_catalog.pg_sleep(1)", "other_schema"),
+    ("SELECT max(amount) FROM orders WHERE order_id = public.round(10)", "other_schema"),
     # system catalogs and other schemas
     ("SELECT * FROM pg_catalog.pg_authid", "other_schema"),
     ("SELECT * FROM pg_authid", "unknown_table"),
