@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 from psycopg_pool import ConnectionPool
+from tqdm import tqdm
 
 from rag_server.cli._common import database, reports_errors, settings
 from rag_server.config import Settings
@@ -36,14 +39,29 @@ def serve(
 
 
 def ingest_demo(current: Settings, port: int = 8000) -> None:
-    """Ingest the demo corpus (incremental: instant when already there)."""
-    from ingest.pipeline import Ingestion
+    """Ingest the demo corpus and tables and train its router (incremental: quick when already there),
+    saying on stderr what each step does, with a progress bar on a terminal (the first run takes minutes)."""
+    from ingest.pipeline import Ingestion, IngestSummary
     from ingest.tables import import_table_files
     from rag_server.demo import DEMO_DOMAIN, DEMO_TYPES, corpus_dir, table_files
 
+    documents = [path for path in corpus_dir().rglob("*") if path.is_file()]
     with database(current) as pool:
+        _step(f"loading the embedding model {current.embedding_model}")
         ingestion = Ingestion.from_settings(pool, current)
-        summary = ingestion.run([corpus_dir()], DEMO_DOMAIN)
+        _step(
+            f"ingesting {len(documents)} documents into domain '{DEMO_DOMAIN}' (chunking and embedding the new ones)"
+        )
+        # disable=None: a bar on a terminal only; logs get the step lines.
+        with tqdm(total=len(documents), desc="demo corpus", unit=" doc", disable=None) as bar:
+
+            def progress(summary: IngestSummary) -> None:
+                bar.n = summary.documents_seen + summary.documents_failed + summary.documents_removed
+                bar.set_postfix(chunks=summary.chunks_embedded)
+
+            summary = ingestion.run([corpus_dir()], DEMO_DOMAIN, progress)
+        _step(f"{summary.chunks_embedded} chunks embedded in {summary.seconds:.0f} s")
+        _step(f"importing {len(table_files())} tables")
         tables = import_table_files(pool, ingestion.domain(DEMO_DOMAIN), table_files(), DEMO_TYPES)
         trained = train_demo_router(pool, current)
     for failure in tables["failed"]:
@@ -89,8 +107,20 @@ def train_demo_router(pool: ConnectionPool, current: Settings) -> str | None:
             if stored.get("source", "demo") != "demo" or stored.get("fingerprint") == fingerprint:
                 return None
     vocabulary = QueryRouter(pool, embedder, current).vocabulary(domain)
-    model = train_with_default(load_labeled(routing_data()), embedder, 1.0, vocabulary)
+    rows = load_labeled(routing_data())
+    _step(
+        f"training the demo router on its {len(rows)} questions and the {len(load_labeled(DEFAULT_DATA))} "
+        "built-in ones (embedding them, then 5-fold cross-validation)"
+    )
+    started = time.monotonic()
+    model = train_with_default(rows, embedder, 1.0, vocabulary)
     model.metrics.update(source="demo", fingerprint=fingerprint)
     with pool.connection() as conn, conn.transaction():
         version = save_model(conn, domain.id, model)
-    return f"v{version}, cross-validated accuracy {model.metrics['cv_accuracy']:.3f}"
+    seconds = time.monotonic() - started
+    return f"v{version}, cross-validated accuracy {model.metrics['cv_accuracy']:.3f}, in {seconds:.0f} s"
+
+
+def _step(message: str) -> None:
+    """One line on stderr saying what `serve --demo` is doing."""
+    typer.echo(f"demo: {message}", err=True)
