@@ -72,6 +72,8 @@ def execute(
             ) from None
         except psycopg.Error as error:
             raise SqlExecutionError(_postgres_message(error)) from None
+        finally:
+            _leave_sandbox(conn)
     rows = [[json_value(value) for value in row] for row in fetched[: limits.row_cap]]
     return QueryResult(statement.sql, columns, rows, len(fetched) > limits.row_cap, cost, timings)
 
@@ -79,11 +81,30 @@ def execute(
 def _enter_sandbox(conn: psycopg.Connection[Any], schema_name: str, limits: SandboxLimits) -> None:
     # READ ONLY must be the transaction's first statement; the role is switched for this transaction only.
     conn.execute("SET TRANSACTION READ ONLY")
+    # Name the work in pg_stat_activity, so an operator can tell sandbox queries apart. Before the role switch:
+    # the reader role may not call set_config (sql/005_sandbox_hardening.sql), which could switch it back.
+    conn.execute("SELECT set_config('application_name', %s, true)", (f"rag-sql-{uuid.uuid4().hex[:8]}",))
     conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(READER_ROLE)))
     conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(limits.statement_timeout_ms)))
     conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(schema_name)))
-    # Name the work in pg_stat_activity, so an operator can tell sandbox queries apart.
-    conn.execute("SELECT set_config('application_name', %s, true)", (f"rag-sql-{uuid.uuid4().hex[:8]}",))
+
+
+def _leave_sandbox(conn: psycopg.Connection[Any]) -> None:
+    """Release what could outlive the rolled-back transaction before the connection goes back to the pool.
+
+    Settings, the role and temporary objects roll back with the transaction; a session-level advisory lock
+    does not (the reader role may not take one where the migrations could revoke it, but the pooled
+    connection's own are released too). A connection that cannot be cleaned is closed, so the pool drops it.
+    """
+    if conn.closed:
+        return
+    try:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("SELECT pg_advisory_unlock_all()")
+            return
+    except psycopg.Error:
+        pass
+    conn.close()
 
 
 def _planned_cost(conn: psycopg.Connection[Any], statement: str) -> float:
