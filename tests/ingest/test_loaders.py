@@ -480,7 +480,7 @@ def test_unreadable_file_fails_and_the_walk_goes_on(corpus: Path, monkeypatch: p
 
     documents, failures = _load(corpus)
 
-    assert failures == [LoadFailure(locked, "unreadable: Permission denied")]
+    assert failures == [LoadFailure(locked, "unreadable: Permission denied", "notes.txt")]
     assert len(documents) == 4
 
 
