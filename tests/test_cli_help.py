@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from importlib.metadata import version
+from typing import Any
+
+import typer
+from typer.testing import CliRunner
 
 import rag_server
+from rag_server.cli import app
 from tests.conftest import run_cli
 
 
@@ -14,3 +19,28 @@ def test_version_prints_the_package_version() -> None:
     assert done.stdout == f"rag-server {rag_server.__version__}\n"
     # The installed metadata carries the same version (pyproject reads it from rag_server.__version__).
     assert version("rag-server") == rag_server.__version__
+
+
+def _command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words that reach it (typer's own click copy, no types)."""
+    found = [path]
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            found += _command_paths(sub, (*path, name))
+    return found
+
+
+def test_help_screens_show_no_python_types_for_flags_and_lists() -> None:
+    # typer 0.29 printed a type after every flag ("--help <bool>") and a list's Python type ("<list[Path]>").
+    root = typer.main.get_command(app)
+    paths = _command_paths(root)
+    assert ("ingest",) in paths and ("eval", "retrieval") in paths
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.output and "Show this message and exit." in result.output
+        assert "<bool>" not in result.output, (path, result.output)
+        assert "<list[" not in result.output, (path, result.output)
+    ingest_help = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "200"}).output
+    assert "<path>" in ingest_help  # a list argument shows its element's type
