@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import httpx
 import openai
 
 from rag_server.config import Settings
@@ -185,7 +186,8 @@ class OpenAIChatModel:
                                 result.ttft_ms = (time.perf_counter() - started) * 1000
                             parts.append(text)
                             yield text
-            except (openai.OpenAIError, ValueError) as error:
+            except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
+                # A stream cut mid-answer surfaces as httpx's protocol error, not the client's own.
                 raise _model_error(purpose, error) from None
             finally:
                 ms = (time.perf_counter() - started) * 1000

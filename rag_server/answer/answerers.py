@@ -44,7 +44,7 @@ class ExtractiveAnswerer:
             chosen.append(ranked[1])
         # In the order they appear in the evidence, so two sentences of one passage read naturally.
         chosen.sort(key=lambda s: (s.sentence.evidence.number, s.sentence.start))
-        yield " ".join(f"{_sentence(s.sentence.text)} [{s.sentence.evidence.number}]" for s in chosen)
+        yield " ".join(_cited(s.sentence.text, s.sentence.evidence.number) for s in chosen)
 
 
 class GenerativeAnswerer:
@@ -69,9 +69,11 @@ class GenerativeAnswerer:
                 trace.record(stream.call)
 
 
-def _sentence(text: str) -> str:
+def _cited(text: str, number: int) -> str:
+    """A quoted sentence with its citation before the full stop: "... within 30 days [1]." """
     text = " ".join(text.split())
-    return text if text.endswith((".", "!", "?")) else text.rstrip(",;:") + "."
+    end = text[-1] if text.endswith(("!", "?")) else "."
+    return f"{text.rstrip('.!?,;: ')} [{number}]{end}"
 
 
 def _rows_sentence(table: Evidence) -> str:

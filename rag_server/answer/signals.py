@@ -96,24 +96,31 @@ def sentences(evidence: Sequence[Evidence]) -> list[Sentence]:
 
 def score_sentences(
     question: str,
+    question_vector: np.ndarray,
     candidates: Sequence[Sentence],
     lexicon: Lexicon,
     embed: Callable[[list[str]], np.ndarray],
+    embedded: int = 8,
 ) -> list[Scored]:
-    """Candidates by how well they answer: idf-weighted term coverage and embedding cosine, best first."""
+    """Candidates by how well they answer, best first: idf-weighted term coverage, and the embedding cosine
+    of the `embedded` candidates with the best coverage (embedding every sentence would cost more than the
+    whole search)."""
     if not candidates:
         return []
     asked = lexicon.terms(question)
-    vectors = embed([question, *(c.text for c in candidates)])
-    cosines = vectors[1:] @ vectors[0]
+    coverages = [lexicon.coverage(asked, lexicon.terms(c.text)) for c in candidates]
+    order = sorted(range(len(candidates)), key=lambda i: (-coverages[i], candidates[i].rank))
+    chosen = order[:embedded]
+    cosines = dict.fromkeys(range(len(candidates)), 0.0)
+    vectors = embed([candidates[i].text for i in chosen])
+    for i, vector in zip(chosen, vectors, strict=True):
+        cosines[i] = float(vector @ question_vector)
     scored = []
-    for candidate, cosine in zip(candidates, cosines, strict=True):
-        coverage = lexicon.coverage(asked, lexicon.terms(candidate.text))
+    for i, candidate in enumerate(candidates):
         # Earlier evidence ranked higher by retrieval (and rerank): a small prior breaks near-ties.
         prior = 0.05 / (1 + candidate.rank)
-        scored.append(
-            Scored(candidate, coverage, float(cosine), 0.55 * coverage + 0.45 * float(cosine) + prior)
-        )
+        value = 0.55 * coverages[i] + 0.45 * cosines[i] + prior
+        scored.append(Scored(candidate, coverages[i], cosines[i], value))
     return sorted(scored, key=lambda s: -s.score)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,134 @@ def _accuracy_table(report: dict[str, Any]) -> str:
             f"{summary['coverage']:.3f} | {summary['accuracy']:.3f} | {summary['accuracy_on_accepted']:.3f} |"
         )
     return "\n".join(lines)
+
+
+@app.command("answers")
+@reports_errors
+def eval_answers(
+    squad: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="A SQuAD 2.0 JSON file: its paragraphs become the domain's documents.",
+    ),
+    dataset: Path = typer.Option(
+        None, exists=True, file_okay=False, help="A folder with answers.jsonl (the project's layout)."
+    ),
+    corpus: Path = typer.Option(None, exists=True, help="The documents of --dataset's questions."),
+    tables: Path = typer.Option(
+        None, exists=True, file_okay=False, help="Table files to import for --dataset's analytical questions."
+    ),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain to ingest into and ask (default: from the file)."
+    ),
+    offset: int = typer.Option(
+        0, min=0, help="Skip this many questions first (e.g. to calibrate on others)."
+    ),
+    limit: int = typer.Option(None, min=1, help="Ask at most this many questions."),
+    output: Path = typer.Option(
+        None, "--json", help="Write the report (with per-question results) as JSON here."
+    ),
+    calibrate_out: Path = typer.Option(
+        None,
+        help="Fit the abstention calibration on this run and write it here (for RAG_ANSWER_CALIBRATION).",
+    ),
+    minimums: list[str] = typer.Option(
+        [],
+        "--min",
+        help="METRIC=VALUE: fail (exit 1) below it at the configured operating point (repeatable).",
+    ),
+) -> None:
+    """Answer accuracy, abstention and citations: exact match, F1, containment, abstention precision and
+    recall, citation accuracy, tokens, cost and latency, at every abstention operating point."""
+    from evals.answers import fit_calibration, load_answer_set, load_squad, run_answer_eval, score
+    from ingest.pipeline import Ingestion
+    from ingest.tables import find_table_files, import_table_files
+    from rag_server.pipeline import Pipeline
+    from rag_server.retrieval.search import Searcher
+
+    if (squad is None) == (dataset is None):
+        raise RagError("give one of --squad FILE or --dataset FOLDER")
+    current = settings()
+    checks = _minimums(minimums)
+    with database(current) as pool:
+        ingestion = Ingestion.from_settings(pool, current)
+        if squad is not None:
+            domain = domain or _domain_name(squad.with_suffix(""))
+            documents, questions = load_squad(squad)
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "corpus.jsonl"
+                path.write_text("".join(json.dumps(d) + "\n" for d in documents))
+                _ingest_corpus(ingestion, Path(folder), None, domain)
+        else:
+            domain = domain or _domain_name(dataset)
+            questions = load_answer_set(dataset / "answers.jsonl")
+            _ingest_corpus(ingestion, dataset, corpus, domain)
+            if tables:
+                imported = import_table_files(
+                    pool, ingestion.domain(domain), find_table_files([tables], True), {}
+                )
+                if imported["failed"]:
+                    raise RagError(f"cannot import the tables: {imported['failed']}")
+        questions = questions[offset : offset + limit if limit else None]
+        # Abstention is applied after, from the recorded signals, at every operating point.
+        unabstaining = current.model_copy(update={"abstention": "never"})
+        pipeline = Pipeline(Searcher(pool, get_embedder(current), unabstaining), unabstaining)
+        with tqdm(total=len(questions), desc="questions", unit=" q", disable=not sys.stderr.isatty()) as bar:
+            report = run_answer_eval(pipeline, questions, domain, bar.update)
+        calibration = pipeline.calibration
+        if calibrate_out:
+            calibration = fit_calibration(
+                report, pipeline.lexicon(domain), f"{squad or dataset} [{offset}:{offset + len(questions)}]"
+            )
+            calibration.save(calibrate_out)
+            typer.echo(f"calibration written to {calibrate_out}", err=True)
+    points = {point: score(report, calibration, point) for point in ("cautious", "balanced", "never")}
+    chosen = points[current.abstention]
+    summary = {
+        "dataset": str(squad or dataset),
+        "domain": domain,
+        "answerer": pipeline.answerer().name,
+        **chosen,
+    }
+    typer.echo(json.dumps({**summary, "operating_points": points}, indent=2))
+    if output:
+        rows = [
+            {
+                "id": o.question.id,
+                "question": o.question.question,
+                "kind": o.question.kind,
+                "gold": list(o.question.answers),
+                "answer": o.response.answer,
+                "abstained": o.response.abstained,
+                "answerable": o.response.answerable,
+                "signals": o.response.signals,
+                "citations": [c.ref for c in o.response.citations],
+                "latency_ms": round(o.latency_ms, 2),
+            }
+            for o in report.outcomes
+        ]
+        write_json(output, {**summary, "operating_points": points, "per_question": rows})
+    failures = [
+        f"{metric} = {chosen.get(metric)} < {minimum}"
+        for metric, minimum in checks.items()
+        if chosen.get(metric) is None or chosen[metric] < minimum
+    ]
+    for failure in failures:
+        typer.echo(f"below threshold: {failure}", err=True)
+    if failures:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _minimums(raw: list[str]) -> dict[str, float]:
+    checks = {}
+    for item in raw:
+        metric, _, value = item.partition("=")
+        try:
+            checks[metric.strip()] = float(value)
+        except ValueError:
+            raise RagError(f"--min takes METRIC=VALUE, not {item!r}") from None
+    return checks
 
 
 def _ingest_corpus(ingestion: Any, dataset: Path, corpus: Path | None, domain: str) -> None:

@@ -74,9 +74,11 @@ class Pipeline:
         """Search, rerank, assess, answer and cite, as events; a failure mid-answer ends with `error`."""
         domain = request.domain or self.settings.default_domain
         k = request.k or self.settings.answer_evidence
-        result = self.search(
-            SearchRequest(request.question, domain, request.route, k, request.filters), trace
-        )
+        # Embedded once: the search and the evidence assessment both need it.
+        with trace.stage("embed"):
+            vector = self.searcher.embedder.embed([request.question])[0]
+        search = SearchRequest(request.question, domain, request.route, k, request.filters)
+        result = self.searcher.search(search, query_vector=vector, trace=trace)
         yield Event(
             "route",
             {
@@ -93,7 +95,7 @@ class Pipeline:
         with trace.stage("assess"):
             lexicon = self.lexicon(domain)
             ranked = signals.score_sentences(
-                request.question, signals.sentences(evidence), lexicon, self.searcher.embedder.embed
+                request.question, vector, signals.sentences(evidence), lexicon, self.searcher.embedder.embed
             )
             values = signals.features(request.question, ranked, lexicon)
             assessment = assess(

@@ -88,10 +88,11 @@ class Searcher:
                 embedded.append(_timed(timings, "embed", lambda: self.embedder.embed([request.query])[0]))
             return embedded[0]
 
-        started = time.perf_counter()
+        started, embedded_before = time.perf_counter(), timings.get("embed", 0.0)
         decision = self.router.route(request.query, domain, embedding)
         # The route stage is the router's own time: an embedding it asked for is counted under "embed".
-        timings["route"] = (time.perf_counter() - started) * 1000 - timings.get("embed", 0.0)
+        asked = timings.get("embed", 0.0) - embedded_before
+        timings["route"] = timings.get("route", 0.0) + (time.perf_counter() - started) * 1000 - asked
         vector = embedded[0] if embedded else None
         if decision.route == "sql":
             return self._sql_routed(request, domain, vector, timings, decision)
