@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     answerer: Literal["auto", "extractive", "llm"] = "auto"
     # Evidence passages given to the answerer (numbered [1]..[n]).
     answer_evidence: int = Field(default=5, ge=1, le=50)
+    # Candidates a question's search returns to the rerank stage, before the cut to the evidence.
+    rerank_depth: int = Field(default=20, ge=1, le=200)
     answer_max_tokens: int = Field(default=400, ge=1, le=8000)
     # Operating point of the calibrated abstention: `cautious` abstains unless the evidence is strong
     # (regulated users), `balanced` maximizes accuracy on the calibration set, `never` always answers.

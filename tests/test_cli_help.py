@@ -1,10 +1,11 @@
-"""`rag-server --version` and the help screens, as a user sees them (a subprocess)."""
+"""The command line's surface: `rag-server --version`, the help screens, how `serve` reads RAG_DEMO."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 from typing import Any
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -44,3 +45,25 @@ def test_help_screens_show_no_python_types_for_flags_and_lists() -> None:
         assert "<list[" not in result.output, (path, result.output)
     ingest_help = runner.invoke(app, ["ingest", "--help"], env={"COLUMNS": "200"}).output
     assert "<path>" in ingest_help  # a list argument shows its element's type
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "demo"),
+    [
+        (None, [], False),
+        ("1", [], True),
+        ("0", [], False),
+        ("1", ["--no-demo"], False),
+        (None, ["--demo"], True),
+    ],
+)
+def test_serve_takes_demo_from_rag_demo_unless_a_flag_says(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, args: list[str], demo: bool
+) -> None:
+    # The Docker image sets RAG_DEMO=1 so that it starts with the demo; a flag overrides the environment.
+    if env is None:
+        monkeypatch.delenv("RAG_DEMO", raising=False)
+    else:
+        monkeypatch.setenv("RAG_DEMO", env)
+    serve = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    assert serve.make_context("serve", list(args)).params["demo"] is demo

@@ -1,4 +1,4 @@
-"""`rag-server bench ingest|retrieval|router`: benchmarks that print ratios and write JSON."""
+"""`rag-server bench ingest|retrieval|router|answer`: benchmarks that print ratios and write JSON."""
 
 from __future__ import annotations
 
@@ -195,3 +195,62 @@ def bench_domains(
         f"recall@10 {per_model['recall_at_10']:.3f}\n"
         f"per model / per domain p50 = {result['per_model_over_per_domain_p50']}x -> {output}"
     )
+
+
+@app.command("answer")
+@reports_errors
+def bench_answer(
+    domain: str = typer.Option("demo", "--domain", "-d", help="Domain to ask (demo: ingested if missing)."),
+    questions: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help='JSON lines with a "question" field (default: the demo\'s answer set).',
+    ),
+    depths: list[int] = typer.Option([20, 50], "--depth", help="Rerank depths to measure (repeatable)."),
+    rounds: int = typer.Option(2, min=1, help="Passes over the questions."),
+    output: Path = typer.Option(Path("reports/bench-answer.json"), "--json", help="Where to write the JSON."),
+) -> None:
+    """Pre-generation latency (route + retrieve + rerank + assess) next to the bare search, and the model's
+    time to first token and tokens/s when one is configured, at each rerank depth."""
+    import json
+    from importlib.resources import files
+
+    from evals.bench_answer import run_answer_bench
+    from rag_server.cli.serve import ingest_demo
+    from rag_server.demo import DEMO_DOMAIN
+    from rag_server.domains import get_domain
+    from rag_server.errors import NotFound
+    from rag_server.pipeline import Pipeline
+    from rag_server.retrieval.search import Searcher
+
+    current = settings()
+    text = (
+        questions.read_text() if questions else files("evals").joinpath("sets/demo/answers.jsonl").read_text()
+    )
+    texts = [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
+    with database(current) as pool:
+        with pool.connection() as conn:
+            try:
+                get_domain(conn, domain)
+            except NotFound:
+                if domain != DEMO_DOMAIN:
+                    raise
+                ingest_demo(current)
+        embedder = get_embedder(current)
+        pipelines = {}
+        for depth in depths:
+            at_depth = current.model_copy(update={"rerank_depth": depth})
+            pipelines[depth] = Pipeline(Searcher(pool, embedder, at_depth), at_depth)
+        result = run_answer_bench(pipelines, domain, texts, rounds)
+    write_json(output, result)
+    for depth, figures in result["depths"].items():
+        pre, bare = figures["pre_generation_ms"], figures["search_ms"]
+        rate = figures["tokens_per_s"]
+        typer.echo(
+            f"depth {depth:>3}: pre-generation p50 {pre['p50']:.1f} ms (p95 {pre['p95']:.1f}) against bare search "
+            f"p50 {bare['p50']:.1f} ms (p95 {bare['p95']:.1f}): {figures['overhead_ratio_p50']}x; "
+            f"ttft p50 {figures['ttft_ms']['p50']:.1f} ms; "
+            + (f"{rate['p50']:.1f} tokens/s" if rate else "no model configured (extractive answers)")
+        )
+    typer.echo(f"written to {output}")

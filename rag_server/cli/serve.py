@@ -18,8 +18,10 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     demo: bool = typer.Option(
         False,
-        "--demo",
-        help="First ingest the packaged demo corpus into domain 'demo', the default domain of requests.",
+        "--demo/--no-demo",
+        envvar="RAG_DEMO",
+        help="First ingest the packaged demo corpus into domain 'demo', the default domain of requests "
+        "(RAG_DEMO=1 turns it on, as in the Docker image; --no-demo or RAG_DEMO=0 off).",
     ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs)."""

@@ -77,7 +77,8 @@ class Pipeline:
         # Embedded once: the search and the evidence assessment both need it.
         with trace.stage("embed"):
             vector = self.searcher.embedder.embed([request.question])[0]
-        search = SearchRequest(request.question, domain, request.route, k, request.filters)
+        depth = max(k, self.settings.rerank_depth)
+        search = SearchRequest(request.question, domain, request.route, depth, request.filters)
         result = self.searcher.search(search, query_vector=vector, trace=trace)
         yield Event(
             "route",

@@ -1,0 +1,63 @@
+"""POST /v1/ask: a cited answer, or an abstention with its reason; streamed as SSE when asked.
+
+SSE events, in this order: `route`, `evidence`, `token` (deltas, never cumulative), `citation` (one each),
+`usage`, then `done` (the whole `AskResponse`) or `error` ({code, message, request_id}). A request that
+cannot start (unknown domain, bad filter) is a plain 4xx before any event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from itertools import chain
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from rag_server.api.deps import PoolDep, SettingsDep
+from rag_server.api.errors import ERROR_RESPONSES, request_id
+from rag_server.documents import check_filter_keys
+from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
+from rag_server.trace import RequestTrace
+
+router = APIRouter(tags=["ask"])
+
+
+def frame(event: Event) -> str:
+    """One SSE frame: `event: NAME` and the data as one line of JSON."""
+    return f"event: {event.name}\ndata: {json.dumps(event.data, ensure_ascii=False, default=str)}\n\n"
+
+
+@router.post(
+    "/v1/ask",
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "An answer (JSON), or its events (SSE).",
+        },
+    },
+)
+async def ask(
+    body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep
+) -> AskResponse | StreamingResponse:
+    """Answer a question from a domain's documents and tables, with checked citations, or abstain."""
+    pipeline: Pipeline = request.app.state.pipeline
+    trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
+    domain = body.domain or settings.default_domain
+
+    def check() -> None:
+        with pool.connection() as conn:
+            check_filter_keys(conn, domain, body.filters)
+
+    await run_in_threadpool(check)
+    streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    if not streaming:
+        return await run_in_threadpool(pipeline.ask, body, trace)
+    events = pipeline.events(body, trace)
+    # The first event runs the search: a request that cannot start fails here, as a plain 4xx.
+    first = await run_in_threadpool(next, events)
+    frames: Iterator[str] = (frame(event) for event in chain([first], events))
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
