@@ -47,6 +47,8 @@ _LOOKUP_BATCH = 64
 # Batches of prepared chunks waiting for the embedder, and embedded batches waiting for the writer.
 _PREPARED_QUEUE_BATCHES = 2
 _WRITE_QUEUE_BATCHES = 2
+# Chunks per embedding call when the embedder does not say its batch size.
+_EMBED_SLICE = 64
 
 
 @dataclass
@@ -55,9 +57,14 @@ class IngestSummary:
 
     `documents_removed` counts the documents deleted because their file is now empty (or has no text left),
     `removed` says which.
+
+    While the run goes on, `documents_read` (loaded and compared with the stored version) and
+    `chunks_embedded` move as the work happens; the added/updated counts and `chunks_written` move when a
+    batch commits.
     """
 
     domain: str
+    documents_read: int = 0
     documents_added: int = 0
     documents_updated: int = 0
     documents_unchanged: int = 0
@@ -74,6 +81,11 @@ class IngestSummary:
     @property
     def documents_seen(self) -> int:
         return self.documents_added + self.documents_updated + self.documents_unchanged
+
+    @property
+    def documents_processed(self) -> int:
+        """Documents read, failed or removed so far: what a progress bar counts."""
+        return self.documents_read + self.documents_failed + self.documents_removed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -280,11 +292,7 @@ class Ingestion:
                     raise batch
                 if stop.is_set():
                     break
-                texts = [chunk.text for document in batch for chunk in document.chunks]
-                vectors = self.embedder.embed(texts)
-                with lock:
-                    summary.chunks_embedded += len(texts)
-                to_write.put((batch, vectors))
+                to_write.put((batch, self._embed(batch, summary, lock, progress)))
         finally:
             stop.set()
             to_write.put(None)
@@ -295,6 +303,29 @@ class Ingestion:
             with self.pool.connection() as conn:
                 summary.documents_pruned = prune(conn, domain, seen, failed_sources)
             progress(summary)
+
+    def _embed(
+        self, batch: list[PreparedDocument], summary: IngestSummary, lock: threading.Lock, progress: Progress
+    ) -> np.ndarray:
+        """The batch's chunk vectors, in order, embedded a model batch at a time so that progress moves.
+
+        Chunks go to the model longest first, as sentence-transformers orders one call's texts, so that each
+        model batch pads to similar lengths: as fast as one call for the whole batch.
+        """
+        chunks = [chunk for document in batch for chunk in document.chunks]
+        order = sorted(range(len(chunks)), key=lambda index: -chunks[index].token_count)
+        size = max(1, int(getattr(self.embedder, "batch_size", _EMBED_SLICE)))
+        vectors: np.ndarray | None = None
+        for start in range(0, len(order), size):
+            indices = order[start : start + size]
+            embedded = self.embedder.embed([chunks[index].text for index in indices])
+            if vectors is None:
+                vectors = np.empty((len(chunks), embedded.shape[1]), dtype=embedded.dtype)
+            vectors[indices] = embedded
+            with lock:
+                summary.chunks_embedded += len(indices)
+            progress(summary)
+        return vectors if vectors is not None else np.empty((0, self.embedder.dimension), dtype=np.float32)
 
     def _prepared_batches(
         self,
@@ -337,6 +368,8 @@ class Ingestion:
         with conn.transaction():
             stored = stored_versions(conn, domain.id, [document.external_id for document in documents])
         for document in documents:
+            with lock:
+                summary.documents_read += 1
             if self.options.prune:
                 seen.add(document.external_id)
             digest = content_hash(document)

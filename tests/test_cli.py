@@ -109,6 +109,62 @@ def test_a_file_emptied_since_the_last_run_leaves_the_index(settings: Settings, 
     assert found.returncode == 0 and "gone.txt" not in found.stdout and "about refunds" not in found.stdout
 
 
+def _ingest_on_a_terminal(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """Run `rag-server ingest ARGS` with stderr on a pseudo-terminal; returns (exit code, stdout, stderr)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    # A terminal 160 columns wide (a new pseudo-terminal has none, and tqdm would draw nothing).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rag_server", "ingest", *args],
+        env={**os.environ, **_env(settings)},
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        cwd=REPO,
+    )
+    os.close(follower)
+    seen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed its end
+                return
+            if not data:
+                return
+            seen.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    stdout, _ = process.communicate(timeout=300)
+    reader.join(timeout=10)
+    os.close(leader)
+    return process.returncode, stdout.decode(), seen.decode(errors="replace")
+
+
+def test_ingest_on_a_terminal_shows_a_bar_of_documents_and_chunks_but_not_with_json(
+    settings: Settings, tmp_path: Path
+) -> None:
+    for number in range(3):
+        (tmp_path / f"{number}.txt").write_text(f"Document {number} about refunds.\n")
+    code, stdout, stderr = _ingest_on_a_terminal(settings, str(tmp_path), "--domain", "cli")
+    assert code == 0, stderr
+    assert "3 doc" in stderr and "chunks embedded=3, committed=3" in stderr, stderr
+    assert "cli: 3 added" in stdout
+
+    (tmp_path / "3.txt").write_text("One more.\n")
+    code, stdout, stderr = _ingest_on_a_terminal(settings, str(tmp_path), "--domain", "cli", "--json")
+    assert code == 0, stderr
+    assert "chunks embedded" not in stderr and " doc" not in stderr, stderr
+    assert json.loads(stdout)["documents_added"] == 1
+
+
 def test_usage_errors_are_clear(settings: Settings, tmp_path: Path) -> None:
     env = _env(settings)
     missing = run_cli("ingest", str(tmp_path / "nope"), "--domain", "cli", env=env)

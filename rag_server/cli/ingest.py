@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from rag_server.cli._common import EXIT_PARTIAL, database, print_json, reports_e
 
 log = logging.getLogger("rag_server.ingest")
 
-# Without a terminal, a progress line at most this often.
+# Without a terminal, a progress line at most this often; on one, the bar redrawn at most this often.
 _LOG_EVERY_S = 10.0
+_REFRESH_S = 0.2
 
 
 @reports_errors
@@ -61,7 +63,7 @@ def ingest(
             pool, current, chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap, prune=prune
         )
         if document_paths:
-            with _progress() as progress:
+            with _progress(bar=sys.stderr.isatty() and not as_json) as progress:
                 summary = ingestion.run(document_paths, domain, progress)
         tables = None
         if table_files:
@@ -88,41 +90,60 @@ def _print_tables(tables: dict[str, Any]) -> None:
 
 
 class _progress:
-    """A tqdm bar on a terminal, a log line every few seconds otherwise."""
+    """A tqdm bar on stderr when `bar` (a terminal, no --json), a log line every few seconds otherwise.
 
-    def __init__(self) -> None:
+    The bar counts documents as they are read; its postfix shows chunks as they are embedded and, beside
+    them, as they are committed (a batch at a time).
+    """
+
+    def __init__(self, bar: bool) -> None:
+        self.want_bar = bar
         self.bar: tqdm[None] | None = None
-        self.last_log = time.monotonic()
-        self.started = time.monotonic()
+        self.started = self.last_shown = time.monotonic()
+        # The pipeline reports from its loader, embedding and writer threads.
+        self.lock = threading.Lock()
 
     def __enter__(self) -> Progress:
-        if sys.stderr.isatty():
-            self.bar = tqdm(desc="ingest", unit=" doc", dynamic_ncols=True)
+        if self.want_bar:
+            self.bar = tqdm(desc="ingest", unit=" doc", dynamic_ncols=True, file=sys.stderr)
         return self.update
 
     def update(self, summary: IngestSummary) -> None:
-        done = summary.documents_seen + summary.documents_failed + summary.documents_removed
-        rate = summary.chunks_written / max(time.monotonic() - self.started, 1e-9)
-        if self.bar is not None:
-            self.bar.n = done
-            self.bar.set_postfix(
-                chunks=summary.chunks_written, chunks_s=f"{rate:.0f}", failed=summary.documents_failed
-            )
-            return
-        if time.monotonic() - self.last_log >= _LOG_EVERY_S:
-            self.last_log = time.monotonic()
-            log.info(
-                "%d documents (%d unchanged, %d failed), %d chunks written, %.0f chunks/s",
-                done,
-                summary.documents_unchanged,
-                summary.documents_failed,
-                summary.chunks_written,
-                rate,
-            )
+        now = time.monotonic()
+        with self.lock:
+            if self.bar is not None:
+                self.bar.n = summary.documents_processed
+                self.bar.set_postfix_str(_postfix(summary), refresh=False)
+                if now - self.last_shown >= _REFRESH_S:
+                    self.last_shown = now
+                    self.bar.refresh()
+                return
+            if now - self.last_shown >= _LOG_EVERY_S:
+                self.last_shown = now
+                log.info(
+                    "%s read (%d unchanged, %d failed), %s embedded, %d committed, %.0f chunks/s",
+                    _count(summary.documents_processed, "document"),
+                    summary.documents_unchanged,
+                    summary.documents_failed,
+                    _count(summary.chunks_embedded, "chunk"),
+                    summary.chunks_written,
+                    summary.chunks_embedded / max(now - self.started, 1e-9),
+                )
 
     def __exit__(self, *exc_info: object) -> None:
         if self.bar is not None:
+            self.bar.refresh()
             self.bar.close()
+
+
+def _postfix(summary: IngestSummary) -> str:
+    failed = f", failed={summary.documents_failed}" if summary.documents_failed else ""
+    return f"chunks embedded={summary.chunks_embedded}, committed={summary.chunks_written}{failed}"
+
+
+def _count(number: int, noun: str) -> str:
+    """`1 chunk`, `2 chunks`."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _print_summary(summary: IngestSummary) -> None:

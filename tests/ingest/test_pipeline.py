@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pypdf
 import pytest
 from psycopg_pool import ConnectionPool
@@ -338,3 +339,36 @@ def test_a_file_emptied_since_the_last_run_is_removed_from_the_index(
     (corpus / "new-empty.txt").write_text("")
     again = _ingestion(pool, embedder).run([corpus], DOMAIN)
     assert (again.documents_removed, again.documents_failed) == (0, 2)
+
+
+def test_progress_moves_as_documents_are_read_and_chunks_embedded_before_the_first_commit(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    (tmp_path / "docs").mkdir()
+    count = 2 * embedder.batch_size + 10
+    for number in range(count):
+        # Of varied lengths: the chunks are embedded longest first, not in their order.
+        sentence = f"Document {number} is about topic {number % 5}. "
+        (tmp_path / "docs" / f"{number:03}.txt").write_text(sentence * (1 + number % 4))
+    seen: list[tuple[int, int, int]] = []
+
+    def progress(summary: IngestSummary) -> None:
+        seen.append((summary.documents_processed, summary.chunks_embedded, summary.chunks_written))
+
+    # One batch for the whole run: a single commit, at the end.
+    summary = _ingestion(pool, embedder, batch_chunks=10_000).run([tmp_path / "docs"], DOMAIN, progress)
+
+    before_commit = [(read, embedded) for read, embedded, written in seen if written == 0]
+    embedded = sorted({embedded for _, embedded in before_commit if embedded})
+    assert embedded == [embedder.batch_size, 2 * embedder.batch_size, count]  # one step per model batch
+    assert max(read for read, _ in before_commit) == count
+    assert seen[-1] == (count, count, count) and summary.chunks_written == count
+    # Vectors went back to their own chunks although the chunks were embedded longest first.
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT c.text, c.embedding::text FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.external_id IN ('000.txt', '007.txt', '100.txt') ORDER BY d.external_id"
+        ).fetchall()
+    stored = np.array([json.loads(vector) for _, vector in rows])
+    expected = embedder.embed([text for text, _ in rows])
+    assert np.allclose(np.sum(stored * expected, axis=1), 1.0, atol=1e-4)
