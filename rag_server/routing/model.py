@@ -299,7 +299,8 @@ def train_with_default(
 def training_fingerprint(embedder: Embedder, *data: Path) -> str:
     """What a model trained on these files would depend on: a model with another fingerprint is stale."""
     # The features run the offline SQL generator (sql_expressible): a change to either code retrains.
-    code = b"".join(Path(module.__file__).read_bytes() for module in (features, deterministic))
+    sources = [Path(features.__file__), *sorted(Path(deterministic.__file__).parent.glob("*.py"))]
+    code = b"".join(path.read_bytes() for path in sources)
     files = b"".join(path.read_bytes() for path in data) + TRAINING_CATALOGS.read_bytes() + code
     return hashlib.sha256(files + embedder.name.encode() + str(FEATURE_VERSION).encode()).hexdigest()[:16]
 
