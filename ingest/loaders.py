@@ -155,7 +155,12 @@ def _load_single(ref: _FileRef) -> SourceDocument:
         if encoding != "utf-8":
             # Said where a user can see it: a wrong guess garbles accented letters, and this explains why.
             metadata["encoding"] = encoding
-        title, text = _html_text(raw) if ref.format == "html" else (_markdown_title(raw, ref.format), raw)
+        if ref.format == "html":
+            title, text = _html_text(raw)
+        elif ref.format == "md":
+            title, text = _markdown_title(raw), raw
+        else:
+            title, text = _first_line_title(raw) or ref.path.name, raw
     if not text.strip():
         raise _LoadError(NO_TEXT)
     return SourceDocument(
@@ -238,10 +243,25 @@ _H1 = re.compile(r"^ {0,3}#[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
-def _markdown_title(text: str, fmt: str) -> str | None:
-    """The first level-one ATX heading of a Markdown file, outside code blocks; None for plain text."""
-    if fmt != "md":
-        return None
+# A plain-text title is the first line that says something, cut to this many characters.
+TITLE_CHARS = 120
+_WORD = re.compile(r"\w")
+
+
+def _first_line_title(text: str) -> str | None:
+    """The first line with a letter or digit in it, trimmed and cut at a word boundary to TITLE_CHARS."""
+    line = next((line.strip() for line in text.split("\n") if _WORD.search(line)), None)
+    if line is None or len(line) <= TITLE_CHARS:
+        return line
+    cut = line[: TITLE_CHARS - 1]
+    # At the last space, unless that throws away most of it (a long run without spaces, a URL).
+    if (space := cut.rfind(" ")) > TITLE_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def _markdown_title(text: str) -> str | None:
+    """The first level-one ATX heading of a Markdown file, outside code blocks."""
     in_fence = False
     for line in text.split("\n"):
         if _FENCE.match(line):

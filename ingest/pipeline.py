@@ -152,7 +152,8 @@ def with_title(document: SourceDocument) -> SourceDocument:
     (an entity, a product): the first chunk must carry it to be found by either route.
     """
     title = document.title
-    if not title or title.casefold() in document.text[:_TITLE_WINDOW].casefold():
+    # A title cut short (a plain-text file's long first line) ends in an ellipsis the text does not have.
+    if not title or title.removesuffix("…").casefold() in document.text[:_TITLE_WINDOW].casefold():
         return document
     text = f"{title}\n\n{document.text}" if document.text.strip() else title
     return replace(document, text=text)

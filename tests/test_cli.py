@@ -89,6 +89,7 @@ def test_a_skipped_file_is_reported_once(settings: Settings, tmp_path: Path) -> 
     mentions = [line for line in done.stderr.splitlines() if "empty.txt" in line]
     assert mentions == [f"skipped {tmp_path / 'empty.txt'}: empty"], done.stderr
     assert "cli: 1 added" in done.stdout and "1 failed" in done.stdout
+    assert "; 1 chunk in " in done.stdout  # not "1 chunks"
 
 
 def test_a_file_emptied_since_the_last_run_leaves_the_index(settings: Settings, tmp_path: Path) -> None:

@@ -85,7 +85,8 @@ def _print_tables(tables: dict[str, Any]) -> None:
         typer.echo(f"skipped {failure['path']}: {failure['reason']}", err=True)
     for table in tables["imported"]:
         typer.echo(
-            f"table {table['table']}: {table['rows']} rows, {len(table['columns'])} columns from {table['source']}"
+            f"table {table['table']}: {_count(table['rows'], 'row')}, {_count(len(table['columns']), 'column')}"
+            f" from {table['source']}"
         )
 
 
@@ -157,6 +158,6 @@ def _print_summary(summary: IngestSummary) -> None:
     typer.echo(
         f"{summary.domain}: {summary.documents_added} added, {summary.documents_updated} updated, "
         f"{summary.documents_unchanged} unchanged, {summary.documents_failed} failed, "
-        f"{summary.documents_pruned} pruned{removed}; {summary.chunks_written} chunks in {summary.seconds:.1f}s "
+        f"{summary.documents_pruned} pruned{removed}; {_count(summary.chunks_written, 'chunk')} in {summary.seconds:.1f}s "
         f"({rate:.0f} chunks/s)"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from ingest.loaders import BINARY, EMPTY, NO_TEXT, NOT_UTF8, UNSUPPORTED, iter_documents
+from ingest.loaders import BINARY, EMPTY, NO_TEXT, NOT_UTF8, TITLE_CHARS, UNSUPPORTED, iter_documents
 from ingest.records import LoadFailure, SourceDocument
 
 HTML_PAGE = """<!DOCTYPE html>
@@ -196,12 +196,35 @@ def test_symlinked_directories_are_not_followed(tmp_path: Path) -> None:
 # --- Formats --------------------------------------------------------------------------------------------
 
 
-def test_txt_has_no_title_and_keeps_its_text(corpus: Path) -> None:
+def test_txt_title_is_its_first_line_and_the_text_is_kept(corpus: Path) -> None:
     doc = _only_document(corpus / "notes.txt")
 
-    assert doc.title is None
+    assert doc.title == "Plain notes."
     assert doc.text == "Plain notes.\nSecond line.\n"
     assert doc.metadata["format"] == "txt"
+
+
+@pytest.mark.parametrize(
+    ("text", "title"),
+    [
+        ("\n  \n   Quarterly report 2025  \nBody.\n", "Quarterly report 2025"),
+        ("=====\n----\nAfter the rule\n", "After the rule"),
+        ("==== ----\n", "rule.txt"),  # no line says anything: the file's name
+    ],
+)
+def test_txt_title_is_the_first_line_with_words_or_the_file_name(
+    tmp_path: Path, text: str, title: str
+) -> None:
+    assert _only_document(_write(tmp_path / "rule.txt", text)).title == title
+
+
+def test_long_first_line_title_is_cut_at_a_word(tmp_path: Path) -> None:
+    line = " ".join(f"word{number}" for number in range(60))
+
+    title = _only_document(_write(tmp_path / "long.txt", line + "\n")).title
+
+    assert title is not None and title.endswith("…") and len(title) <= TITLE_CHARS
+    assert line.startswith(title.removesuffix("…")) and line[len(title) - 1] == " "
 
 
 def test_markdown_title_is_the_first_level_one_heading(corpus: Path) -> None:

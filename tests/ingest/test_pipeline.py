@@ -372,3 +372,17 @@ def test_progress_moves_as_documents_are_read_and_chunks_embedded_before_the_fir
     stored = np.array([json.loads(vector) for _, vector in rows])
     expected = embedder.embed([text for text, _ in rows])
     assert np.allclose(np.sum(stored * expected, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_plain_text_title_is_not_repeated_in_its_first_chunk(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    long_line = " ".join(f"word{number}" for number in range(60))
+    (tmp_path / "short.txt").write_text("Quarterly report\n\nRevenue grew.\n")
+    (tmp_path / "long.txt").write_text(f"{long_line}\n\nBody.\n")
+    _ingestion(pool, embedder).run([tmp_path], DOMAIN)
+    documents = _documents(pool)
+    assert documents["short.txt"][2] == "Quarterly report"
+    assert documents["long.txt"][2].endswith("…")  # type: ignore[union-attr]
+    assert _chunk_texts(pool, "short.txt")[0].startswith("Quarterly report\n\nRevenue")
+    assert _chunk_texts(pool, "long.txt")[0].startswith(long_line)
