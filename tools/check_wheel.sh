@@ -3,7 +3,8 @@
 # `rag-server serve --demo` until /healthz answers, search it over HTTP, and ingest a small folder with the CLI.
 # Exits non-zero on any failure and always stops the server. The first `serve --demo` takes a few minutes: it
 # embeds the demo corpus and trains the demo router.
-#   usage: tools/check_wheel.sh            (PORT=8765 by default; KEEP=1 keeps the scratch folder)
+#   usage: tools/check_wheel.sh     PORT=8765 by default; KEEP=1 keeps the scratch folder; REF=HEAD (or any
+#                                   commit) builds from that commit instead of the working tree
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 port=${PORT:-8765}
@@ -23,9 +24,13 @@ trap stop EXIT
 
 step() { echo "== $* ($(date +%T))" >&2; }
 
-step "build the wheel from a copy of the sources"
+step "build the wheel from a copy of the sources (${REF:-working tree})"
 mkdir "$work/src"
-cp -a "$repo"/{pyproject.toml,README.md,rag_server,ingest,evals,sql} "$work/src/"
+if [ -n "${REF:-}" ]; then
+    git -C "$repo" archive "$REF" pyproject.toml README.md rag_server ingest evals sql | tar -x -C "$work/src"
+else
+    cp -a "$repo"/{pyproject.toml,README.md,rag_server,ingest,evals,sql} "$work/src/"
+fi
 python3 -m pip wheel --no-deps -q -w "$work/dist" "$work/src"
 wheel=$(ls "$work"/dist/rag_server-*.whl)
 
@@ -39,6 +44,7 @@ pip install -q "$wheel"
 
 cd "$work"
 export RAG_DATA_DIR="$work/data"
+rag-server --version
 
 step "serve --demo on port $port"
 rag-server serve --demo --port "$port" >"$work/serve.log" 2>&1 &
