@@ -92,6 +92,26 @@ def test_a_skipped_file_is_reported_once(settings: Settings, tmp_path: Path) -> 
     assert "; 1 chunk in " in done.stdout  # not "1 chunks"
 
 
+def test_ingest_reads_legacy_encodings_and_repaired_pdfs_quietly(settings: Settings, tmp_path: Path) -> None:
+    from tests.ingest.test_pipeline import _pdf
+
+    _pdf(tmp_path / "ok.pdf", "Refunds are issued within 14 days.")
+    pdf = (tmp_path / "ok.pdf").read_bytes()
+    # A wrong startxref offset: pypdf repairs it, with warnings that must not reach the terminal.
+    (tmp_path / "ok.pdf").write_bytes(pdf[: pdf.rindex(b"startxref")] + b"startxref\n99\n%%EOF\n")
+    (tmp_path / "latin.txt").write_bytes("Crème brûlée, naïve façade.\n".encode("cp1252"))
+    (tmp_path / "wide.txt").write_bytes("Zoë’s résumé.\n".encode("utf-16"))
+    env = _env(settings)
+
+    done = run_cli("ingest", str(tmp_path), "--domain", "cli", env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert "pypdf" not in done.stderr and "startxref" not in done.stderr, done.stderr
+    assert "cli: 3 added" in done.stdout
+    shown = json.loads(run_cli("documents", "show", "latin.txt", "--domain", "cli", "--json", env=env).stdout)
+    assert shown["title"] == "Crème brûlée, naïve façade." and shown["metadata"]["encoding"] == "cp1252"
+
+
 def test_a_file_emptied_since_the_last_run_leaves_the_index(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("Text about invoices.\n")
     (tmp_path / "gone.txt").write_text("Text about refunds.\n")
