@@ -348,7 +348,13 @@ def _check_columns(tree: exp.Expression, catalog: Catalog) -> None:
         columns = relation.column_names if relation else set()
         known |= columns
         alias = table.args.get("alias")
-        tables_by_alias[_folded(alias.this) if alias and alias.this else _folded(table.this)] = columns
+        key = _folded(alias.this) if alias and alias.this else _folded(table.this)
+        if key in tables_by_alias and not (columns and tables_by_alias[key]):
+            # One alias in two scopes, one of them a CTE (columns unknown here): check against every known name.
+            tables_by_alias[key] = set()
+        else:
+            # Or two catalog tables: the column must be one of either (Postgres tells which scope holds it).
+            tables_by_alias[key] = tables_by_alias.get(key, set()) | columns
     for node in tree.find_all(exp.Alias, exp.TableAlias):
         known.add(_folded(node.args.get("alias") if isinstance(node, exp.Alias) else node.this))
         if isinstance(node, exp.TableAlias):
