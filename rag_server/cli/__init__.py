@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from rag_server import __version__
-from rag_server.cli import bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
+from rag_server.cli import ask, bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
 
 app = typer.Typer(
     name="rag-server",
@@ -35,6 +35,7 @@ def _options(
 app.command("serve")(serve.serve)
 app.command("ingest")(ingest.ingest)
 app.command("search")(search.search)
+app.command("ask")(ask.ask)
 app.command("config")(config.show_config)
 app.command("train-router")(router.train_router)
 app.add_typer(documents.app, name="documents")
