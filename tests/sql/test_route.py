@@ -47,7 +47,11 @@ def test_model_sql_runs_and_is_accounted(route_for: Any) -> None:
     assert evidence.citation()["kind"] == "table" and "orders" in evidence.citation()["ref"]
     (call,) = evidence.model_calls
     assert call.prompt_tokens > 0 and call.cached_tokens == 5
-    assert call.cost_usd == cost(PRICES_PER_MTOK["gpt-4o-mini"], call.prompt_tokens, 5, call.completion_tokens) > 0
+    assert (
+        call.cost_usd
+        == cost(PRICES_PER_MTOK["gpt-4o-mini"], call.prompt_tokens, 5, call.completion_tokens)
+        > 0
+    )
     # The prompt carries the catalog: columns, known values and the declared join.
     system = llm.requests[0]["messages"][0]["content"]
     assert (
