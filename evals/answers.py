@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from evals.metrics import percentile
-from rag_server.answer.abstention import CAUTIOUS_PRECISION, Calibration
+from rag_server.answer.abstention import GUESS_COST, Calibration
 from rag_server.answer.citations import MARKER
 from rag_server.answer.evidence import Evidence
 from rag_server.answer.signals import FEATURES, Lexicon, support
@@ -242,53 +242,57 @@ def _round(value: float) -> float:
 
 def fit_calibration(report: AnswerReport, lexicon: Lexicon, fitted_on: str) -> Calibration:
     """Fit the answerability model on a run and choose each operating point's threshold on it."""
-    from sklearn.linear_model import LogisticRegression
-
     outcomes = [o for o in report.outcomes if not o.response.abstained and o.response.answerable < 1.0]
     x = np.array([[o.response.signals[f] for f in FEATURES] for o in outcomes])
     y = np.array([o.question.answerable for o in outcomes], dtype=int)
+    return fit_signals(x, y, support_threshold(report, lexicon), fitted_on)
+
+
+def fit_signals(x: np.ndarray, y: np.ndarray, support: float, fitted_on: str) -> Calibration:
+    """The logistic model over signal rows `x` with answerable labels `y`, and its thresholds.
+
+    Both classes weigh half (fit and thresholds alike), so the thresholds hold for an even mix of answerable
+    and unanswerable questions rather than for the calibration set's own mix."""
+    from sklearn.linear_model import LogisticRegression
+
     if len(set(y.tolist())) < 2:
         raise RagError("calibration needs both answerable and unanswerable questions")
+    weights = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / scale, y)
+    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / scale, y, sample_weight=weights)
     probabilities = model.predict_proba((x - mean) / scale)[:, 1]
-    cautious, balanced = _thresholds(probabilities, y)
-    calibration = Calibration(
+    cautious, balanced = _thresholds(probabilities, y, weights)
+    return Calibration(
         FEATURES,
         tuple(mean.round(6).tolist()),
         tuple(scale.round(6).tolist()),
         tuple(model.coef_[0].round(6).tolist()),
         round(float(model.intercept_[0]), 6),
         {"cautious": cautious, "balanced": balanced},
-        support_threshold(report, lexicon),
+        support,
         fitted_on,
-        len(outcomes),
-        {"date": date.today().isoformat()},
+        len(y),
+        {"date": date.today().isoformat(), "answerable_share": round(float(y.mean()), 4)},
     )
-    return calibration
 
 
-def _thresholds(probabilities: np.ndarray, answerable: np.ndarray) -> tuple[float, float]:
-    """`cautious`: the highest abstention recall with precision >= CAUTIOUS_PRECISION (else the best F1);
-    `balanced`: the best accuracy of the answer/abstain decision."""
-    candidates = np.unique(np.round(probabilities, 4))
-    unanswerable = (answerable == 0).sum()
-    best_recall, cautious, best_f1, f1_threshold, best_accuracy, balanced = -1.0, 0.5, -1.0, 0.5, -1.0, 0.5
-    for t in candidates:
-        abstain = probabilities < t
-        true = int((abstain & (answerable == 0)).sum())
-        precision = true / abstain.sum() if abstain.sum() else 0.0
-        recall = true / unanswerable if unanswerable else 0.0
-        accuracy = float((abstain == (answerable == 0)).mean())
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if precision >= CAUTIOUS_PRECISION and recall > best_recall:
-            best_recall, cautious = recall, float(t)
-        if f1 > best_f1:
-            best_f1, f1_threshold = f1, float(t)
-        if accuracy > best_accuracy:
-            best_accuracy, balanced = accuracy, float(t)
-    return (cautious if best_recall > 0 else f1_threshold), balanced
+def _thresholds(
+    probabilities: np.ndarray, answerable: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """The threshold of each operating point: the least (weighted) cost, where an unneeded abstention costs 1
+    and answering an unanswerable question costs GUESS_COST (`cautious`) or 1 (`balanced`: the accuracy)."""
+    unanswerable = answerable == 0
+    best: dict[str, tuple[float, float]] = {}
+    for t in np.unique(np.round(probabilities, 4)):
+        answered = probabilities >= t
+        guessed = float(weights[answered & unanswerable].sum())
+        withheld = float(weights[~answered & ~unanswerable].sum())
+        for point, guess_cost in (("cautious", GUESS_COST), ("balanced", 1.0)):
+            cost = guess_cost * guessed + withheld
+            if point not in best or cost < best[point][0]:
+                best[point] = (cost, float(t))
+    return best["cautious"][1], best["balanced"][1]
 
 
 def support_threshold(report: AnswerReport, lexicon: Lexicon) -> float:

@@ -19,6 +19,9 @@ from rag_server.retrieval.analyzer import Analyzer
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
 _NUMBER = re.compile(r"\d")
 _CAPITALIZED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
+_NUMBERS = re.compile(r"\b\d[\d,.]*\b")
+# Capitalized words that are not names.
+_STOP_NAMES = {"what", "which", "who", "when", "where", "why", "how", "i", "the", "a", "an", "in", "of"}
 _NEGATION = re.compile(r"\b(not|never|no|n't|without|none|neither|nor)\b", re.IGNORECASE)
 # Question words that ask for a number or date, or for a name.
 _ASKS_NUMBER = re.compile(
@@ -35,6 +38,8 @@ FEATURES: tuple[str, ...] = (
     "negation",
     "margin",
     "sql_rows",
+    "name_missing",
+    "number_missing",
 )
 
 
@@ -142,7 +147,23 @@ def features(question: str, ranked: Sequence[Scored], lexicon: Lexicon) -> dict[
         "negation": float(bool(_NEGATION.search(question))),
         "margin": best.score - ranked[1].score if len(ranked) > 1 else best.score,
         "sql_rows": float(table and bool(best.sentence.evidence.rows)),
+        "name_missing": _missing(_names(question), best.sentence.evidence.text),
+        "number_missing": _missing(set(_NUMBERS.findall(question)), best.sentence.evidence.text),
     }
+
+
+def _names(question: str) -> set[str]:
+    """Capitalized words past the question's first word (names, places, titles)."""
+    words = re.findall(r"\b[\w'-]+\b", question)
+    return {w for w in words[1:] if w[0].isupper() and w.lower() not in _STOP_NAMES}
+
+
+def _missing(needles: set[str], text: str) -> float:
+    """The share of the question's names (or numbers) the passage does not mention."""
+    if not needles:
+        return 0.0
+    lowered = text.lower()
+    return sum(needle.lower() not in lowered for needle in needles) / len(needles)
 
 
 def answer_type_found(question: str, sentence: str) -> float:
