@@ -215,3 +215,12 @@ def test_relative_links_resolve(document: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             problems.append(f"{link}: no heading #{anchor} in {path.name}")
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_shows_what_serve_demo_suggests() -> None:
+    """The startup hint of `serve --demo` and the README's first block ask the same questions, the same way."""
+    from rag_server.demo import try_commands
+
+    shown = "\n".join(_bash_blocks(README.read_text()))
+    for command in try_commands(8000):
+        assert command in shown, f"README lacks the startup hint's command: {command}"

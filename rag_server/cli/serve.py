@@ -27,7 +27,7 @@ def serve(
     """Serve the API (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from rag_server.api.app import create_app
+    from rag_server.api.app import SERVER_OPTIONS, create_app
 
     current = settings()
     if demo:
@@ -37,7 +37,9 @@ def serve(
             from rag_server.demo import DEMO_DOMAIN
 
             current = current.model_copy(update={"default_domain": DEMO_DOMAIN})
-    uvicorn.run(create_app(current), host=host, port=port, log_level=current.log_level.lower())
+    uvicorn.run(
+        create_app(current), host=host, port=port, log_level=current.log_level.lower(), **SERVER_OPTIONS
+    )
 
 
 def ingest_demo(current: Settings, port: int = 8000) -> None:
@@ -45,7 +47,7 @@ def ingest_demo(current: Settings, port: int = 8000) -> None:
     saying on stderr what each step does, with a progress bar on a terminal (the first run takes minutes)."""
     from ingest.pipeline import Ingestion, IngestSummary
     from ingest.tables import import_table_files
-    from rag_server.demo import DEMO_DOMAIN, DEMO_TYPES, corpus_dir, table_files
+    from rag_server.demo import DEMO_DOMAIN, DEMO_TYPES, corpus_dir, table_files, try_commands
 
     documents = [path for path in corpus_dir().rglob("*") if path.is_file()]
     with database(current) as pool:
@@ -70,13 +72,10 @@ def ingest_demo(current: Settings, port: int = 8000) -> None:
         typer.echo(f"demo table {failure['path']} failed: {failure['reason']}", err=True)
     if trained:
         typer.echo(f"demo router trained: {trained}", err=True)
-    curl = f"curl -s localhost:{port}/v1/search -H 'content-type: application/json' -d"
+    commands = "\n".join(f"  {command}" for command in try_commands(port))
     typer.echo(
         f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
-        f"{summary.documents_unchanged} unchanged; {len(tables['imported'])} tables. Try:\n"
-        f'  {curl} \'{{"query": "what does ERR-4012 mean", "domain": "{DEMO_DOMAIN}"}}\'\n'
-        f'  {curl} \'{{"query": "how many refunds were approved per plan in 2025", "domain": "{DEMO_DOMAIN}", '
-        f'"route": "sql"}}\'',
+        f"{summary.documents_unchanged} unchanged; {len(tables['imported'])} tables. Try:\n{commands}",
         err=True,
     )
 

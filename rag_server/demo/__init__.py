@@ -15,6 +15,23 @@ DEMO_TYPES = {
 }
 
 
+# What `serve --demo` suggests asking first (the README shows the same questions).
+TRY_QUESTIONS = (
+    "What does ERR-4013 mean?",
+    "How many customers are on the Business plan?",
+    "What is the CEO's favourite colour?",
+)
+
+
+def try_commands(port: int = 8000) -> list[str]:
+    """The curl commands that ask TRY_QUESTIONS, as a user would paste them."""
+    head = f"curl -s localhost:{port}/v1/ask -H 'content-type: application/json' -d"
+    return [
+        f'{head} \'{{"question": "{q.replace(chr(39), chr(39) + chr(34) + chr(39) + chr(34) + chr(39))}"}}\''
+        for q in TRY_QUESTIONS
+    ]
+
+
 def corpus_dir() -> Path:
     """The folder of the demo's Markdown documents."""
     return package_path("demo", "corpus")
