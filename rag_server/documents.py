@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 
 from rag_server.domains import bump_generation, get_domain
-from rag_server.errors import NotFound
+from rag_server.errors import NotFound, UnknownFilterKey
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,26 @@ def list_documents(
         (found.id, limit, offset),
     )
     return (total_row[0] if total_row else 0), [DocumentInfo(*row) for row in rows]
+
+
+def metadata_keys(conn: psycopg.Connection[Any], domain: str) -> list[str]:
+    """The top-level metadata keys that some document of the domain has, sorted; NotFound for no domain."""
+    found = get_domain(conn, domain)
+    rows = conn.execute(
+        "SELECT DISTINCT jsonb_object_keys(metadata) FROM documents WHERE domain_id = %s ORDER BY 1",
+        (found.id,),
+    )
+    return [key for (key,) in rows]
+
+
+def check_filter_keys(conn: psycopg.Connection[Any], domain: str, filters: dict[str, Any]) -> None:
+    """Refuse filters on keys that no document of the domain has: they would match nothing, silently."""
+    if not filters:
+        return
+    known = metadata_keys(conn, domain)
+    unknown = sorted(set(filters) - set(known))
+    if unknown:
+        raise UnknownFilterKey(domain, unknown, known)
 
 
 def get_document(conn: psycopg.Connection[Any], domain: str, external_id: str) -> DocumentInfo:

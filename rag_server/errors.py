@@ -6,6 +6,7 @@ RagError                  anything the user can fix; the CLI prints it, the API 
 ├── IngestError           an ingestion run cannot go on (a single bad file is a LoadFailure, not this)
 ├── EmbeddingModelMismatch  a domain is bound to another embedding model than the one configured
 ├── RetrievalError        a search cannot be run as asked (unknown route, bad filter)
+│   ├── UnknownFilterKey  a metadata filter names a key no document of the domain has
 │   ├── SqlRejected       generated or given SQL broke a validation rule (the rule is named)
 │   ├── SqlExecutionError validated SQL failed in the sandbox (timeout, cost cap, Postgres error)
 │   └── SqlDeclined       no SQL could be generated for the question
@@ -38,6 +39,19 @@ class EmbeddingModelMismatch(RagError):
 
 class RetrievalError(RagError):
     """A search cannot be run as asked."""
+
+
+class UnknownFilterKey(RetrievalError):
+    """A metadata filter names keys (`unknown`) that no document of the domain has; `known` lists those it has."""
+
+    def __init__(self, domain: str, unknown: list[str], known: list[str]) -> None:
+        names = ", ".join(repr(key) for key in unknown)
+        listed = ", ".join(known) if known else "none (its documents have no metadata)"
+        super().__init__(
+            f"unknown filter key {names}: no document of domain {domain!r} has it; its metadata keys are: {listed}"
+        )
+        self.unknown = unknown
+        self.known = known
 
 
 class SqlRejected(RetrievalError):
