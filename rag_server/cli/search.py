@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import typer
 
+from rag_server.api.schemas import SearchResponse
 from rag_server.cli._common import database, print_json, reports_errors, settings
+from rag_server.documents import check_filter_keys
 from rag_server.embedding import get_embedder
 from rag_server.errors import RetrievalError
 from rag_server.retrieval.search import Searcher
@@ -31,18 +32,12 @@ def search(
     current = settings()
     request = SearchRequest(query, domain or current.default_domain, route, k, _filters(filters))  # type: ignore[arg-type]
     with database(current) as pool:
+        with pool.connection() as conn:
+            check_filter_keys(conn, request.domain, request.filters)
         result = Searcher(pool, get_embedder(current), current).search(request)
     if as_json:
-        print_json(
-            {
-                "route": result.route,
-                "timings_ms": result.timings_ms,
-                "chunks": [asdict(c) for c in result.chunks],
-                "sql": result.sql.as_dict() if result.sql else None,
-                "sql_error": result.sql_error,
-                "routing": result.routing.as_dict() if result.routing else None,
-            }
-        )
+        # The same body as POST /v1/search answers.
+        print_json(SearchResponse.of(result).model_dump(mode="json"))
         return
     if result.sql is not None:
         _print_rows(result.sql.sql, result.sql.columns, result.sql.rows, result.sql.truncated)

@@ -1,0 +1,298 @@
+"""What the HTTP API takes and returns, as pydantic models; the CLI's `--json` prints the same ones.
+
+Every body is typed (no free-form objects but the request's metadata filters and a SQL row's values), so
+`/openapi.json` documents the real shape. Errors share one shape, `ErrorResponse`, whatever the status.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from rag_server.documents import DocumentInfo
+from rag_server.domains import Domain
+from rag_server.retrieval.search import MAX_K
+from rag_server.retrieval.types import Route, ScoredChunk, SearchResult
+
+
+def clean_text(value: str) -> str:
+    """Refuse text Postgres cannot store or UTF-8 cannot encode: NUL and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (a lone surrogate such as \\ud800 is not)") from None
+    return value
+
+
+# A string that can reach the database: every text field of a request is one.
+CleanStr = Annotated[str, AfterValidator(clean_text)]
+
+
+# Metadata filters are matched with jsonb `@>`: deeper objects are no one's metadata.
+_MAX_FILTER_DEPTH = 8
+
+
+def _clean_json(value: JsonValue, depth: int = 0) -> None:
+    if depth > _MAX_FILTER_DEPTH:
+        raise ValueError(f"must not nest deeper than {_MAX_FILTER_DEPTH} levels")
+    if isinstance(value, str):
+        clean_text(value)
+    elif isinstance(value, list):
+        for item in value:
+            _clean_json(item, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            clean_text(key)
+            _clean_json(item, depth + 1)
+
+
+class SearchBody(BaseModel):
+    """POST /v1/search: a question to one domain."""
+
+    # A misspelled field ("filter", "top_k") is an error, not a silently unfiltered search.
+    model_config = ConfigDict(extra="forbid")
+
+    query: CleanStr = Field(min_length=1, max_length=4000, description="The question or keywords.")
+    domain: CleanStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Domain to search (default: RAG_DEFAULT_DOMAIN).",
+    )
+    route: Route | None = Field(
+        default=None, description="The route to take; none: RAG_DEFAULT_ROUTE (auto)."
+    )
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many chunks.")
+    filters: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Document metadata to match (contained in the document's metadata, jsonb `@>`); "
+        "every key must be one some document of the domain has.",
+    )
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_reach_the_database(cls, filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        _clean_json(filters)
+        return filters
+
+
+class ChunkOut(BaseModel):
+    """One ranked chunk and its document."""
+
+    chunk_id: int
+    document_id: int
+    external_id: str
+    title: str | None
+    text: str
+    ordinal: int
+    heading_path: list[str]
+    score: float
+    route: str
+
+    @classmethod
+    def of(cls, chunk: ScoredChunk) -> ChunkOut:
+        return cls(
+            chunk_id=chunk.chunk_id,
+            document_id=chunk.document_id,
+            external_id=chunk.external_id,
+            title=chunk.title,
+            text=chunk.text,
+            ordinal=chunk.ordinal,
+            heading_path=list(chunk.heading_path),
+            score=chunk.score,
+            route=chunk.route,
+        )
+
+
+class Citation(BaseModel):
+    """How an answer cites a chunk (`kind` chunk) or the SQL that ran (`kind` table)."""
+
+    kind: str
+    ref: str
+    title: str | None
+    text: str
+
+
+class ModelCallOut(BaseModel):
+    """One call to the model: what for, tokens, latency and cost."""
+
+    purpose: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    ms: float
+    cost_usd: float
+
+
+class SqlAttempt(BaseModel):
+    """A statement that failed before the one that ran."""
+
+    sql: str
+    error: str
+
+
+class SqlOut(BaseModel):
+    """What the sql route ran and found; `rows` hold JSON values (numbers, strings, dates as ISO text)."""
+
+    sql: str
+    columns: list[str]
+    rows: list[list[JsonValue]]
+    row_count: int
+    truncated: bool
+    tables: list[str]
+    generator: str
+    attempts: list[SqlAttempt]
+    model_calls: list[ModelCallOut]
+    citation: Citation
+
+
+class RoutingOut(BaseModel):
+    """Where the query router sent the question and why."""
+
+    route: str
+    confidence: float
+    reasons: list[str]
+    decided_by: str
+    probabilities: dict[str, float]
+    fanout_sql: bool
+    fanout_documents: bool
+    model_calls: list[ModelCallOut]
+    before_embedding: bool
+
+
+class SearchResponse(BaseModel):
+    """The ranked chunks (and on the sql route the query's rows), with the time each stage took."""
+
+    route: str = Field(description="The route that ran (the router's choice when `auto` was asked).")
+    timings_ms: dict[str, float]
+    results: list[ChunkOut]
+    citations: list[Citation]
+    sql: SqlOut | None
+    sql_error: str | None = Field(description="Why the sql part of a fan-out found nothing.")
+    routing: RoutingOut | None
+    model_calls: list[ModelCallOut]
+
+    @classmethod
+    def of(cls, result: SearchResult) -> SearchResponse:
+        citations = [chunk.citation() for chunk in result.chunks]
+        if result.sql is not None:
+            citations.append(result.sql.citation())
+        return cls.model_validate(
+            {
+                "route": result.route,
+                "timings_ms": result.timings_ms,
+                "results": [ChunkOut.of(chunk) for chunk in result.chunks],
+                "citations": citations,
+                "sql": result.sql.as_dict() if result.sql else None,
+                "sql_error": result.sql_error,
+                "routing": result.routing.as_dict() if result.routing else None,
+                "model_calls": [call.as_dict() for call in result.model_calls],
+            }
+        )
+
+
+class DomainOut(BaseModel):
+    """A domain and the model its chunks are embedded with."""
+
+    name: str
+    embedding_model: str
+    dimension: int
+
+    @classmethod
+    def of(cls, domain: Domain) -> DomainOut:
+        return cls(name=domain.name, embedding_model=domain.model.name, dimension=domain.model.dimension)
+
+
+class DomainsResponse(BaseModel):
+    domains: list[DomainOut]
+
+
+class DocumentOut(BaseModel):
+    """A stored document without its chunks; `source` is relative to the folder it was ingested from."""
+
+    id: int
+    domain: str
+    external_id: str
+    source: str = Field(
+        description="The file, relative to the folder named at ingestion (never a server path)."
+    )
+    title: str | None
+    metadata: dict[str, JsonValue]
+    chunk_count: int
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, document: DocumentInfo) -> DocumentOut:
+        return cls(
+            id=document.id,
+            domain=document.domain,
+            external_id=document.external_id,
+            source=relative_source(document),
+            title=document.title,
+            metadata=document.metadata,
+            chunk_count=document.chunk_count,
+            content_hash=document.content_hash,
+            created_at=document.created_at,
+            updated_at=document.updated_at,
+        )
+
+
+def relative_source(document: DocumentInfo) -> str:
+    """The document's file as the user named it under the ingested folder, not where it lies on the server.
+
+    A file's metadata keeps its path relative to that folder; a JSONL record's does not, so it gets the
+    file's name (a record's own id is its external id).
+    """
+    path = document.metadata.get("path")
+    if isinstance(path, str) and document.source.endswith(path):
+        return path
+    return PurePosixPath(document.source).name
+
+
+class DocumentsPage(BaseModel):
+    """One page of a domain's documents, by external id, and how many it has in all."""
+
+    total: int
+    documents: list[DocumentOut]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class ErrorDetail(BaseModel):
+    """One thing wrong with a request: where (`loc`), what, and a short prefix of the value sent."""
+
+    loc: list[str | int] = Field(default_factory=list)
+    msg: str
+    type: str
+    input: str | None = Field(default=None, description="The offending value, cut to a short prefix.")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, validation_error, body_too_large.")
+    message: str
+    request_id: str = Field(description="The X-Request-ID of the request (sent, or made up by the server).")
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """Every error response of the API, whatever its status."""
+
+    error: ErrorBody
+
+
+def error_content(code: str, message: str, request_id: str, details: list[ErrorDetail] | None = None) -> Any:
+    """The JSON of an error response."""
+    body = ErrorBody(code=code, message=message, request_id=request_id, details=details or [])
+    return ErrorResponse(error=body).model_dump(mode="json")
