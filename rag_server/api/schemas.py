@@ -8,47 +8,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from rag_server.documents import DocumentInfo
 from rag_server.domains import Domain
 from rag_server.retrieval.search import MAX_K
 from rag_server.retrieval.types import Route, ScoredChunk, SearchResult
-
-
-def clean_text(value: str) -> str:
-    """Refuse text Postgres cannot store or UTF-8 cannot encode: NUL and lone surrogates."""
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character (\\u0000)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (a lone surrogate such as \\ud800 is not)") from None
-    return value
-
-
-# A string that can reach the database: every text field of a request is one.
-CleanStr = Annotated[str, AfterValidator(clean_text)]
-
-
-# Metadata filters are matched with jsonb `@>`: deeper objects are no one's metadata.
-_MAX_FILTER_DEPTH = 8
-
-
-def _clean_json(value: JsonValue, depth: int = 0) -> None:
-    if depth > _MAX_FILTER_DEPTH:
-        raise ValueError(f"must not nest deeper than {_MAX_FILTER_DEPTH} levels")
-    if isinstance(value, str):
-        clean_text(value)
-    elif isinstance(value, list):
-        for item in value:
-            _clean_json(item, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            clean_text(key)
-            _clean_json(item, depth + 1)
+from rag_server.validation import CleanStr, clean_json
 
 
 class SearchBody(BaseModel):
@@ -78,7 +46,7 @@ class SearchBody(BaseModel):
     @field_validator("filters")
     @classmethod
     def _filters_reach_the_database(cls, filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        _clean_json(filters)
+        clean_json(filters)
         return filters
 
 

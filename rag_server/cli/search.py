@@ -21,7 +21,9 @@ def search(
     domain: str = typer.Option(
         None, "--domain", "-d", help="Domain to search (default: RAG_DEFAULT_DOMAIN)."
     ),
-    route: str = typer.Option("hybrid", "--route", "-r", help=f"One of {', '.join(ROUTES)}."),
+    route: str = typer.Option(
+        None, "--route", "-r", help=f"One of {', '.join(ROUTES)} (default: RAG_DEFAULT_ROUTE, the router)."
+    ),
     k: int = typer.Option(10, "--k", "-k", min=1, max=1000, help="How many chunks."),
     filters: str = typer.Option(
         None, "--filter", help='Document metadata to match, as JSON: \'{"format": "md"}\'.'

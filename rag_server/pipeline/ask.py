@@ -55,13 +55,13 @@ class Pipeline:
         """Route -> retrieve -> fuse (the sql route and fan-outs included)."""
         return self.searcher.search(request, trace=trace)
 
-    def answerer(self) -> Answerer:
+    def answerer(self, max_tokens: int | None = None) -> Answerer:
         model = self.searcher.model
         if self.settings.answerer == "llm" and model is None:
             raise ModelError("RAG_ANSWERER=llm needs a model: set OPENAI_API_KEY or OPENAI_BASE_URL")
         if self.settings.answerer == "extractive" or model is None:
             return self.extractive
-        return GenerativeAnswerer(model, self.settings.answer_max_tokens)
+        return GenerativeAnswerer(model, max_tokens or self.settings.answer_max_tokens)
 
     def ask(self, request: AskRequest, trace: RequestTrace | None = None) -> AskResponse:
         """The whole answer at once; a model failure raises (ModelError) instead of an `error` event."""
@@ -108,7 +108,7 @@ class Pipeline:
                 self.calibration,
                 self.settings.abstention,
             )
-        answerer = self.extractive if assessment.abstain else self.answerer()
+        answerer = self.extractive if assessment.abstain else self.answerer(request.max_tokens)
         try:
             answer, dropped, abstained, reason = yield from self._answer(
                 request, evidence, assessment, answerer, trace

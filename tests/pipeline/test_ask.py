@@ -190,3 +190,13 @@ def test_an_unpriced_model_is_refused_unless_priced_or_free(searcher: Searcher) 
         model_prices={"my-llama": (1.0, 0.5, 2.0)},
     )
     assert priced.searcher.model is not None
+
+
+def test_max_tokens_and_stop_sequences_reach_the_model(searcher: Searcher) -> None:
+    with ScriptedLLM(lambda body: "Refunds within 30 days [1].") as llm:
+        pipeline = _pipeline(searcher, openai_base_url=llm.base_url)
+        question = _ask("Within how many days can annual subscriptions be refunded?")
+        pipeline.ask(question.model_copy(update={"max_tokens": 37}))
+        pipeline.ask(question)
+    assert [body["max_tokens"] for body in llm.requests] == [37, searcher.settings.answer_max_tokens]
+    assert llm.requests[0]["stop"] == prompt.STOP and llm.requests[0]["stream"] is True

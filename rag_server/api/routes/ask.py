@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from itertools import chain
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,6 +32,7 @@ def frame(event: Event) -> str:
 
 @router.post(
     "/v1/ask",
+    response_model=AskResponse,
     responses={
         **ERROR_RESPONSES,
         200: {
@@ -39,9 +41,7 @@ def frame(event: Event) -> str:
         },
     },
 )
-async def ask(
-    body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep
-) -> AskResponse | StreamingResponse:
+async def ask(body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep) -> Any:
     """Answer a question from a domain's documents and tables, with checked citations, or abstain."""
     pipeline: Pipeline = request.app.state.pipeline
     trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
