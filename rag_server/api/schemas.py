@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from rag_server.documents import DocumentInfo
 from rag_server.domains import Domain
+from rag_server.pipeline.schemas import ModelCallOut, RoutingOut
 from rag_server.retrieval.search import MAX_K
 from rag_server.retrieval.types import Route, ScoredChunk, SearchResult
 from rag_server.validation import CleanStr, clean_json
@@ -87,18 +88,6 @@ class Citation(BaseModel):
     text: str
 
 
-class ModelCallOut(BaseModel):
-    """One call to the model: what for, tokens, latency and cost."""
-
-    purpose: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    ms: float
-    cost_usd: float
-
-
 class SqlAttempt(BaseModel):
     """A statement that failed before the one that ran."""
 
@@ -119,20 +108,6 @@ class SqlOut(BaseModel):
     attempts: list[SqlAttempt]
     model_calls: list[ModelCallOut]
     citation: Citation
-
-
-class RoutingOut(BaseModel):
-    """Where the query router sent the question and why."""
-
-    route: str
-    confidence: float
-    reasons: list[str]
-    decided_by: str
-    probabilities: dict[str, float]
-    fanout_sql: bool
-    fanout_documents: bool
-    model_calls: list[ModelCallOut]
-    before_embedding: bool
 
 
 class SearchResponse(BaseModel):

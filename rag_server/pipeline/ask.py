@@ -133,26 +133,28 @@ class Pipeline:
         trace.finish()
         yield Event(
             "done",
-            AskResponse(
-                request_id=trace.request_id,
-                question=request.question,
-                domain=domain,
-                answer=answer,
-                abstained=abstained,
-                abstention_reason=reason,
-                answerable=round(assessment.answerable, 4),
-                signals={name: round(value, 6) for name, value in assessment.features.items()},
-                answerer="none" if assessment.abstain else answerer.name,
-                reranker=self.reranker.name,
-                citations=[c.as_dict() for c in citations],  # type: ignore[misc]
-                dropped_citations=dropped,
-                unsupported_citations=sum(not c.supported for c in citations),
-                evidence=[item.as_dict() for item in evidence],  # type: ignore[misc]
-                routing=result.routing.as_dict() if result.routing else None,
-                sql_error=result.sql_error,
-                timings_ms=trace.timings(),
-                usage=usage.__dict__,  # type: ignore[arg-type]
-                model_calls=[call.as_dict() for call in trace.model_calls],
+            AskResponse.model_validate(
+                {
+                    "request_id": trace.request_id,
+                    "question": request.question,
+                    "domain": domain,
+                    "answer": answer,
+                    "abstained": abstained,
+                    "abstention_reason": reason,
+                    "answerable": round(assessment.answerable, 4),
+                    "signals": {name: round(value, 6) for name, value in assessment.features.items()},
+                    "answerer": "none" if assessment.abstain else answerer.name,
+                    "reranker": self.reranker.name,
+                    "citations": [c.as_dict() for c in citations],
+                    "dropped_citations": dropped,
+                    "unsupported_citations": sum(not c.supported for c in citations),
+                    "evidence": [item.as_dict() for item in evidence],
+                    "routing": result.routing.as_dict() if result.routing else None,
+                    "sql_error": result.sql_error,
+                    "timings_ms": trace.timings(),
+                    "usage": usage.__dict__,
+                    "model_calls": [call.as_dict() for call in trace.model_calls],
+                }
             ).model_dump(),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -32,6 +32,34 @@ class AskRequest(BaseModel):
     def _filters_reach_the_database(cls, filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
         clean_json(filters)
         return filters
+
+
+class ModelCallOut(BaseModel):
+    """One call to the model: what for, tokens, latency and cost."""
+
+    purpose: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    ms: float
+    cost_usd: float
+    # provider: the server reported the usage; tiktoken: counted here.
+    counted_by: str = "provider"
+
+
+class RoutingOut(BaseModel):
+    """Where the query router sent the question and why."""
+
+    route: str
+    confidence: float
+    reasons: list[str]
+    decided_by: str
+    probabilities: dict[str, float]
+    fanout_sql: bool
+    fanout_documents: bool
+    model_calls: list[ModelCallOut]
+    before_embedding: bool
 
 
 class UsageOut(BaseModel):
@@ -66,7 +94,7 @@ class EvidenceOut(BaseModel):
     route: str
     sql: str | None = None
     columns: list[str] | None = None
-    rows: list[list[Any]] | None = None
+    rows: list[list[JsonValue]] | None = None
 
 
 class AskResponse(BaseModel):
@@ -89,8 +117,8 @@ class AskResponse(BaseModel):
     dropped_citations: int
     unsupported_citations: int
     evidence: list[EvidenceOut]
-    routing: dict[str, Any] | None
+    routing: RoutingOut | None
     sql_error: str | None
     timings_ms: dict[str, float]
     usage: UsageOut
-    model_calls: list[dict[str, Any]]
+    model_calls: list[ModelCallOut]

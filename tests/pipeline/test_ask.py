@@ -102,7 +102,7 @@ def test_generative_answer_maps_citations_and_counts_usage(searcher: Searcher) -
     assert supported[1] is True and supported[2] is False
     assert response.unsupported_citations == 1
     assert response.usage.cached_prompt_tokens == 40 and response.usage.cost_usd > 0
-    assert [call["purpose"] for call in response.model_calls] == ["answer"]
+    assert [call.purpose for call in response.model_calls] == ["answer"]
     assert "ttft" in response.timings_ms and "generate" in response.timings_ms
 
 
@@ -175,7 +175,7 @@ def test_usage_is_counted_with_tiktoken_when_the_server_reports_none(searcher: S
         pipeline = _pipeline(searcher, openai_base_url=llm.base_url)
         response = pipeline.ask(_ask("Within how many days can annual subscriptions be refunded?"))
     call = response.model_calls[0]
-    assert call["counted_by"] == "tiktoken" and call["prompt_tokens"] > 100 and call["completion_tokens"] > 3
+    assert call.counted_by == "tiktoken" and call.prompt_tokens > 100 and call.completion_tokens > 3
 
 
 def test_an_unpriced_model_is_refused_unless_priced_or_free(searcher: Searcher) -> None:
