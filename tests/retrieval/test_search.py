@@ -187,3 +187,17 @@ def test_rm3_expansion_adds_feedback_terms_and_keeps_the_query(
     assert len(query) > len(terms) and abs(sum(query.values()) - 1.0) < 1e-6
     result = searcher.search(SearchRequest("reset password", DOMAIN, "keyword", 3))
     assert result.chunks[0].external_id == "howto/reset-password.md"
+
+
+def test_routing_metadata_says_when_the_route_was_the_default(searcher: Searcher) -> None:
+    """Nobody asked for a route: the response must not claim the request did."""
+    asked = searcher.search(SearchRequest("reset password", DOMAIN, "hybrid", 3)).routing
+    assert asked is not None and asked.decided_by == "request"
+    hybrid_default = searcher.settings.model_copy(update={"default_route": "hybrid"})
+    defaulted = Searcher(searcher.pool, searcher.embedder, hybrid_default).search(
+        SearchRequest("reset password", DOMAIN, None, 3)
+    )
+    assert defaulted.route == "hybrid" and defaulted.routing is not None
+    assert defaulted.routing.decided_by == "default" and "RAG_DEFAULT_ROUTE" in defaulted.routing.reasons[0]
+    routed = searcher.search(SearchRequest("reset password", DOMAIN, None, 3)).routing
+    assert routed is not None and routed.decided_by not in ("request", "default")
