@@ -240,3 +240,20 @@ def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Sett
     # The first run says what takes its minutes (a fresh database: the corpus is embedded, the router trained).
     for step in ("demo: ingesting", "chunks embedded", "demo: training the demo router"):
         assert step in stderr
+
+
+def test_ask_streams_an_answer_and_prints_the_api_body_with_json(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "refunds.md").write_text("# Refunds\n\nAnnual plans are refunded in full within 30 days.\n")
+    (tmp_path / "sso.md").write_text("# SSO\n\nSAML single sign-on works with Okta and Azure AD.\n")
+    env = _env(settings)
+    assert run_cli("ingest", str(tmp_path), "--domain", "ask", env=env).returncode == 0
+    question = "Within how many days are annual plans refunded?"
+    streamed = run_cli("ask", question, "--domain", "ask", "--route", "hybrid", env=env)
+    assert streamed.returncode == 0, streamed.stderr
+    assert "30 days" in streamed.stdout and "[1]" in streamed.stdout
+    assert "refunds.md#0" in streamed.stderr  # the sources, after the answer
+    as_json = run_cli("ask", question, "--domain", "ask", "--route", "hybrid", "--json", env=env)
+    body = json.loads(as_json.stdout)
+    assert body["citations"][0]["document_id"] == "refunds.md" and body["answer"] in streamed.stdout
+    missing = run_cli("ask", question, "--domain", "nosuch", env=env)
+    assert missing.returncode == 2 and "nosuch" in missing.stderr and "Traceback" not in missing.stderr
