@@ -42,3 +42,12 @@ def clean_json(value: JsonValue, depth: int = 0) -> None:
         for key, item in value.items():
             clean_text(key)
             clean_json(item, depth + 1)
+
+
+def _clean_filters(filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    clean_json(filters)
+    return filters
+
+
+# Document metadata filters of a request, every key and value storable.
+Filters = Annotated[dict[str, JsonValue], AfterValidator(_clean_filters)]

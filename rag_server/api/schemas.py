@@ -10,14 +10,14 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from rag_server.documents import DocumentInfo
 from rag_server.domains import Domain
 from rag_server.pipeline.schemas import ModelCallOut, RoutingOut
 from rag_server.retrieval.search import MAX_K
 from rag_server.retrieval.types import Route, ScoredChunk, SearchResult
-from rag_server.validation import CleanStr, clean_json
+from rag_server.validation import CleanStr, Filters
 
 
 class SearchBody(BaseModel):
@@ -37,18 +37,12 @@ class SearchBody(BaseModel):
         default=None, description="The route to take; none: RAG_DEFAULT_ROUTE (auto)."
     )
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many chunks.")
-    filters: dict[str, JsonValue] = Field(
+    filters: Filters = Field(
         default_factory=dict,
         max_length=50,
         description="Document metadata to match (contained in the document's metadata, jsonb `@>`); "
         "every key must be one some document of the domain has.",
     )
-
-    @field_validator("filters")
-    @classmethod
-    def _filters_reach_the_database(cls, filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        clean_json(filters)
-        return filters
 
 
 class ChunkOut(BaseModel):

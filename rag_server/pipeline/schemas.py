@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from rag_server.retrieval.types import Route
-from rag_server.validation import CleanStr, clean_json
+from rag_server.validation import CleanStr, Filters
 
 MAX_QUESTION_CHARS = 4000
 
@@ -21,17 +21,11 @@ class AskRequest(BaseModel):
     domain: CleanStr | None = Field(default=None, min_length=1, max_length=200)
     # None: the default route (the router, unless RAG_DEFAULT_ROUTE says otherwise).
     route: Route | None = None
-    filters: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+    filters: Filters = Field(default_factory=dict, max_length=50)
     # Evidence passages the answer may cite (default RAG_ANSWER_EVIDENCE).
     k: int | None = Field(default=None, ge=1, le=50)
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=8000)
-
-    @field_validator("filters")
-    @classmethod
-    def _filters_reach_the_database(cls, filters: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        clean_json(filters)
-        return filters
 
 
 class ModelCallOut(BaseModel):
