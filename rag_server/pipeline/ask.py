@@ -89,7 +89,7 @@ class Pipeline:
             },
         )
         with trace.stage("rerank"):
-            result = replace(result, chunks=self.reranker.rerank(request.question, result.chunks))
+            result = replace(result, chunks=self.reranker.rerank(request.question, vector, result.chunks))
         evidence = collect(result, k)
         yield Event("evidence", {"evidence": [item.as_dict() for item in evidence]})
 
