@@ -6,6 +6,7 @@ import typer
 
 from rag_server import __version__
 from rag_server.cli import ask, bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
+from rag_server.cli import rerank as rerank_cli
 
 app = typer.Typer(
     name="rag-server",
@@ -38,6 +39,8 @@ app.command("search")(search.search)
 app.command("ask")(ask.ask)
 app.command("config")(config.show_config)
 app.command("train-router")(router.train_router)
+app.command("train-reranker")(rerank_cli.train_reranker)
+app.add_typer(rerank_cli.app, name="rerankers")
 app.add_typer(documents.app, name="documents")
 app.add_typer(tables.app, name="tables")
 app.add_typer(sql.app, name="sql")

@@ -1,0 +1,64 @@
+"""Which reranker serves a domain: its newest promoted one, else `NoReranker`; one registry per process.
+
+Each call reads the domain's promoted reranker id (one indexed lookup), so a promotion committed by
+`rag-server train-reranker` serves in every worker from the next question on, without a restart; the
+model itself is loaded once per id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from rag_server.domains import Domain
+from rag_server.errors import RagError
+from rag_server.rerank import NoReranker, Reranker, store
+from rag_server.rerank.feature import CandidateFeatures, FeatureReranker
+from rag_server.rerank.model import FeatureModel
+from rag_server.retrieval.search import Searcher
+
+log = logging.getLogger(__name__)
+
+
+class RerankerRegistry:
+    """The promoted reranker of each domain, cached by its stored id."""
+
+    def __init__(self, pool: ConnectionPool, searcher: Searcher) -> None:
+        self.pool = pool
+        self.searcher = searcher
+        self._loaded: dict[int, Reranker] = {}  # reranker id -> reranker
+        self._lock = threading.Lock()
+
+    def for_domain(self, domain: Domain) -> Reranker:
+        """The domain's promoted reranker, else `NoReranker()` (also when its model cannot be served)."""
+        with self.pool.connection() as conn:
+            reranker_id = store.promoted_id(conn, domain.id)
+            if reranker_id is None:
+                return NoReranker()
+            with self._lock:
+                loaded = self._loaded.get(reranker_id)
+            if loaded is not None:
+                return loaded
+            stored = store.load_model(conn, reranker_id)
+        try:
+            model = FeatureModel.from_json(stored or {})
+        except RagError as error:
+            log.warning("domain %s: reranker %s not served: %s", domain.name, reranker_id, error)
+            loaded = NoReranker()
+        else:
+            features = CandidateFeatures(
+                self.pool, domain, self.searcher.keyword, self.searcher.embedder.embed
+            )
+            loaded = FeatureReranker(features, model, reranker_id)
+        with self._lock:
+            self._loaded[reranker_id] = loaded
+        return loaded
+
+    def decision(self, domain: Domain) -> dict[str, Any] | None:
+        """The stored decision behind what serves the domain (the promoted run's, else the newest refusal's)."""
+        with self.pool.connection() as conn:
+            found = store.decision(conn, domain.id)
+        return found.as_dict() if found else None
