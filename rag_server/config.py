@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     # `cautious` counts a guess twice an unneeded abstention (it withheld two thirds of SQuAD's right answers,
     # and the demo's "What does ERR-4013 mean?"), `never` always answers. docs/answers.md has the figures.
     abstention: Literal["cautious", "balanced", "never"] = "balanced"
+    # Answers of repeated questions from Postgres (`exact`: same normalized question, domain and settings;
+    # invalidated by any ingest or table import of the domain), or `off`.
+    answer_cache: Literal["exact", "off"] = "exact"
     # A file written by `rag-server eval answers --calibrate-out`; unset = the packaged calibration.
     answer_calibration: Path | None = None
 

@@ -240,7 +240,7 @@ def bench_answer(
         embedder = get_embedder(current)
         pipelines = {}
         for depth in depths:
-            at_depth = current.model_copy(update={"rerank_depth": depth})
+            at_depth = current.model_copy(update={"rerank_depth": depth, "answer_cache": "off"})
             pipelines[depth] = Pipeline(Searcher(pool, embedder, at_depth), at_depth)
         result = run_answer_bench(pipelines, domain, texts, rounds)
     write_json(output, result)

@@ -346,8 +346,9 @@ def eval_answers(
                 if imported["failed"]:
                     raise RagError(f"cannot import the tables: {imported['failed']}")
         questions = questions[offset : offset + limit if limit else None]
-        # Abstention is applied after, from the recorded signals, at every operating point.
-        unabstaining = current.model_copy(update={"abstention": "never"})
+        # Abstention is applied after, from the recorded signals, at every operating point; every question is
+        # answered afresh (no answer cache).
+        unabstaining = current.model_copy(update={"abstention": "never", "answer_cache": "off"})
         pipeline = Pipeline(Searcher(pool, get_embedder(current), unabstaining), unabstaining)
         with tqdm(total=len(questions), desc="questions", unit=" q", disable=not sys.stderr.isatty()) as bar:
             report = run_answer_eval(pipeline, questions, domain, bar.update)

@@ -20,11 +20,12 @@ from rag_server.answer.evidence import Evidence, collect
 from rag_server.config import Settings
 from rag_server.domains import get_domain
 from rag_server.errors import ModelError, RagError
-from rag_server.pipeline.schemas import AskRequest, AskResponse
+from rag_server.pipeline.cache import AnswerCache, cache_key
+from rag_server.pipeline.schemas import AskRequest, AskResponse, UsageOut
 from rag_server.rerank import NoReranker, Reranker
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import SearchRequest, SearchResult
-from rag_server.trace import RequestTrace
+from rag_server.trace import RequestTrace, Usage
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class Pipeline:
         self.calibration = calibration or Calibration.load(settings.answer_calibration)
         self.reranker = reranker or NoReranker()
         self.extractive = ExtractiveAnswerer()
+        self.cache = AnswerCache(searcher.pool) if settings.answer_cache == "exact" else None
+        fitted = self.calibration
+        self._calibration_id = f"{fitted.fitted_on}|{sorted(fitted.thresholds.items())}|{fitted.coef}"
 
     def search(self, request: SearchRequest, trace: RequestTrace) -> SearchResult:
         """Route -> retrieve -> fuse (the sql route and fan-outs included)."""
@@ -71,7 +75,39 @@ class Pipeline:
         raise ModelError("the answer ended without a result")  # unreachable: events always ends with done
 
     def events(self, request: AskRequest, trace: RequestTrace, raise_errors: bool = False) -> Iterator[Event]:
-        """Search, rerank, assess, answer and cite, as events; a failure mid-answer ends with `error`."""
+        """Search, rerank, assess, answer and cite, as events; a failure mid-answer ends with `error`.
+
+        With the answer cache on, a repeated question replays its stored answer (no search, no model call)."""
+        domain_name = request.domain or self.settings.default_domain
+        if self.cache is None:
+            yield from self._answered(request, trace, raise_errors, "off")
+            return
+        with self.searcher.pool.connection() as conn:
+            domain = get_domain(conn, domain_name)
+        key = cache_key(
+            request, self.settings, self._answerer_name(), self._model_name(), self._calibration_id
+        )
+        with trace.stage("cache"):
+            state = self.cache.state(domain)
+            cached = self.cache.get(domain, key)
+        if cached is not None:
+            yield from _replayed(cached, trace)
+            return
+        for event in self._answered(request, trace, raise_errors, "miss"):
+            if event.name == "done":
+                self.cache.put(domain, key, AskResponse.model_validate(event.data), state)
+            yield event
+
+    def _answerer_name(self) -> str:
+        model = self.searcher.model
+        return "extractive" if self.settings.answerer == "extractive" or model is None else "llm"
+
+    def _model_name(self) -> str:
+        return self.searcher.model.model if self.searcher.model is not None else ""
+
+    def _answered(
+        self, request: AskRequest, trace: RequestTrace, raise_errors: bool, cache: str
+    ) -> Iterator[Event]:
         domain = request.domain or self.settings.default_domain
         k = request.k or self.settings.answer_evidence
         # Embedded once: the search and the evidence assessment both need it.
@@ -136,6 +172,7 @@ class Pipeline:
             AskResponse.model_validate(
                 {
                     "request_id": trace.request_id,
+                    "cache": cache,
                     "question": request.question,
                     "domain": domain,
                     "answer": answer,
@@ -217,3 +254,30 @@ def _code(error: Exception) -> str:
     """snake_case of the error's class: ModelError -> model_error."""
     name = type(error).__name__
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def _replayed(cached: AskResponse, trace: RequestTrace) -> Iterator[Event]:
+    """A stored answer's events, for this request: its id and timings, no usage (nothing was spent)."""
+    trace.add("ttft", (time.perf_counter() - trace.started) * 1000)
+    routing = cached.routing.model_dump() if cached.routing else None
+    yield Event(
+        "route",
+        {"request_id": trace.request_id, "route": routing["route"] if routing else None, "routing": routing},
+    )
+    yield Event("evidence", {"evidence": [item.model_dump() for item in cached.evidence]})
+    yield Event("token", {"text": cached.answer})
+    for citation in cached.citations:
+        yield Event("citation", citation.model_dump())
+    usage = Usage()
+    yield Event("usage", usage.__dict__)
+    trace.finish()
+    response = cached.model_copy(
+        update={
+            "request_id": trace.request_id,
+            "cache": "hit",
+            "usage": UsageOut(**usage.__dict__),
+            "model_calls": [],
+            "timings_ms": trace.timings(),
+        }
+    )
+    yield Event("done", response.model_dump())

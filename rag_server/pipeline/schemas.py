@@ -95,6 +95,8 @@ class AskResponse(BaseModel):
     """An answer with its citations and evidence, or an abstention with its reason; and what it cost."""
 
     request_id: str
+    # hit: replayed from the answer cache (no search, no model call); miss: answered and stored; off.
+    cache: Literal["hit", "miss", "off"]
     question: str
     domain: str
     answer: str

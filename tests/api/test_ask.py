@@ -80,3 +80,11 @@ def test_the_readme_questions_on_the_demo(client: TestClient) -> None:
     abstained = colour.json()
     assert abstained["abstained"] and abstained["abstention_reason"]
     assert abstained["answer"].startswith("I don't know") and abstained["usage"]["model_calls"] == 0
+
+
+def test_a_repeat_is_a_cache_hit_over_http(live_server: LiveServer) -> None:
+    url = f"http://127.0.0.1:{live_server.port}/v1/ask"
+    body = {"question": "When are invoices sent to customers?", "route": "hybrid"}
+    first, again = (httpx.post(url, json=body, timeout=120).json() for _ in range(2))
+    assert first["cache"] == "miss" and again["cache"] == "hit"
+    assert again["answer"] == first["answer"] and again["request_id"] != first["request_id"]

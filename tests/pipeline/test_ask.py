@@ -60,7 +60,7 @@ def searcher(
 
 
 def _pipeline(searcher: Searcher, **settings: object) -> Pipeline:
-    changed = searcher.settings.model_copy(update=settings)
+    changed = searcher.settings.model_copy(update={"answer_cache": "off", **settings})
     return Pipeline(Searcher(searcher.pool, searcher.embedder, changed), changed, COVERAGE)
 
 
@@ -200,3 +200,26 @@ def test_max_tokens_and_stop_sequences_reach_the_model(searcher: Searcher) -> No
         pipeline.ask(question)
     assert [body["max_tokens"] for body in llm.requests] == [37, searcher.settings.answer_max_tokens]
     assert llm.requests[0]["stop"] == prompt.STOP and llm.requests[0]["stream"] is True
+
+
+def test_a_repeated_question_is_answered_from_the_cache_until_the_domain_changes(
+    searcher: Searcher, tmp_path: Path
+) -> None:
+    question = "Which identity providers does SAML single sign-on support?"
+    with ScriptedLLM(lambda body: "Okta and Azure AD are supported [1].", cached_tokens=10) as llm:
+        pipeline = _pipeline(searcher, openai_base_url=llm.base_url, answer_cache="exact")
+        first = pipeline.ask(_ask(question))
+        again = pipeline.ask(_ask("  which identity providers does SAML single sign-on SUPPORT "))
+        assert len(llm.requests) == 1
+        assert (first.cache, again.cache) == ("miss", "hit")
+        assert again.answer == first.answer and again.citations == first.citations
+        assert again.usage.cost_usd == 0 and again.model_calls == [] and first.usage.cost_usd > 0
+        assert again.request_id != first.request_id
+        other = pipeline.ask(_ask(question).model_copy(update={"k": 2}))
+        assert other.cache == "miss"  # another setting that changes the answer
+        (tmp_path / "new.md").write_text("# New\n\nA new page about invoices.\n")
+        Ingestion(
+            searcher.pool, searcher.embedder, Analyzer(), IngestOptions.from_settings(searcher.settings)
+        ).run([tmp_path], DOMAIN)
+        after = pipeline.ask(_ask(question))
+    assert after.cache == "miss" and len(llm.requests) == 3
