@@ -115,9 +115,15 @@ class Searcher:
             sql = replace(request, route="sql")
             result = self._search(sql, domain, vector, timings, decision.sql_draft)
         except RetrievalError as error:
-            # The tables could not answer after all: the chunks still can.
+            # The tables could not answer after all: the chunks still can. The route taken stays sql (one
+            # name for it in a response); the hybrid chunks are its documents fan-out.
             result = self._search(hybrid, domain, vector, timings)
-            return replace(result, sql_error=str(error), routing=decision)
+            fanned = replace(
+                decision,
+                fanout_documents=True,
+                reasons=[*decision.reasons, "documents too: the sql route could not answer"],
+            )
+            return replace(result, route="sql", sql_error=str(error), routing=fanned)
         if not decision.fanout_documents:
             if not _no_rows(result.sql):
                 return replace(result, routing=decision)
