@@ -1,4 +1,4 @@
-"""The semantic route: cosine nearest neighbours of the query embedding, through the model's HNSW index."""
+"""The semantic route: cosine nearest neighbours of the query embedding, through the domain's own HNSW index."""
 
 from __future__ import annotations
 
