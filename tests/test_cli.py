@@ -236,7 +236,7 @@ def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Sett
     # uvicorn shuts down gracefully, then re-raises the signal it caught (exit status -SIGTERM).
     assert server.returncode in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr and "Traceback" not in stderr
-    assert f"localhost:{port}/v1/search" in stderr  # the printed examples name the port it listens on
+    assert f"localhost:{port}/v1/ask" in stderr  # the printed examples name the port it listens on
     # The first run says what takes its minutes (a fresh database: the corpus is embedded, the router trained).
     for step in ("demo: ingesting", "chunks embedded", "demo: training the demo router"):
         assert step in stderr

@@ -157,7 +157,7 @@ def test_api_sql_route_returns_rows_and_a_citation(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("query", "fragment"),
-    [("Who founded Lumen?", "SqlDeclined"), ("what is the median refund amount?", "cannot express")],
+    [("Who founded Lumen?", "sql_declined"), ("what is the median refund amount?", "cannot express")],
 )
 def test_api_sql_route_declines_with_a_reason(client: TestClient, query: str, fragment: str) -> None:
     response = client.post("/v1/search", json={"query": query, "domain": "demo", "route": "sql"})
