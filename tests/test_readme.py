@@ -224,3 +224,17 @@ def test_the_readme_shows_what_serve_demo_suggests() -> None:
     shown = "\n".join(_bash_blocks(README.read_text()))
     for command in try_commands(8000):
         assert command in shown, f"README lacks the startup hint's command: {command}"
+
+
+def test_install_commands_take_the_cpu_torch_everywhere_the_same_way() -> None:
+    """The README's two commands, CI and the image install torch from PyTorch's CPU index (an ordinary machine
+    otherwise pulls the CUDA build), with the same command; CI runs the README's test command."""
+    torch = "pip install --retries 1 --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+    blocks = _bash_blocks(README.read_text())
+    installs = [line for block in blocks for line in block.splitlines() if "pip install" in line]
+    assert len(installs) >= 2 and all(torch in line for line in installs)
+    test_command = next(line for line in installs if "[test]" in line)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert f"{torch} && pip install -e '.[test]'" in ci and "pip install -e '.[test]'" in test_command
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert torch in dockerfile and "pip install -e" not in dockerfile  # the image installs the built wheel
