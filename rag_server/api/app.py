@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from rag_server import __version__
 from rag_server.api import docs, errors
 from rag_server.api.guard import MAX_REQUEST_HEAD_BYTES, RequestGuard
+from rag_server.api.metrics import Metrics, MetricsMiddleware
 from rag_server.api.routes import ask, domains, health, openai_compat, search
 from rag_server.config import Settings, get_settings
 from rag_server.db import open_pool
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         '`{"error": {"code", "message", "request_id", "details"}}`; every response carries `X-Request-ID`.',
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
     errors.install(app)
     docs.install(app)

@@ -152,9 +152,15 @@ def _message(details: list[ErrorDetail]) -> str:
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the one shape."""
 
+    def counted(request: Request, code: str) -> None:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(code).inc()
+
     @app.exception_handler(RagError)
     async def rag_error(request: Request, error: RagError) -> JSONResponse:
         status, code = status_and_code(error)
+        counted(request, code)
         message = printable(str(error))
         return JSONResponse(
             error_content(code, message, request_id(request), _rag_details(error)), status_code=status
@@ -163,6 +169,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         details = _details(error.errors())
+        counted(request, "validation_error")
         return JSONResponse(
             error_content("validation_error", _message(details), request_id(request), details),
             status_code=422,
@@ -172,6 +179,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = HTTP_CODES.get(error.status_code, f"http_{error.status_code}")
         message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
+        counted(request, code)
         return JSONResponse(
             error_content(code, echo(message), request_id(request)),
             status_code=error.status_code,

@@ -207,6 +207,12 @@ class Health(BaseModel):
     version: str
 
 
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+    version: str
+
+
 class ErrorDetail(BaseModel):
     """One thing wrong with a request: where (`loc`), what, and a short prefix of the value sent."""
 

@@ -8,7 +8,7 @@ cannot start (unknown domain, bad filter) is a plain 4xx before any event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
+from rag_server.api.metrics import Metrics
 from rag_server.documents import check_filter_keys
 from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
 from rag_server.trace import RequestTrace
@@ -28,6 +29,16 @@ router = APIRouter(tags=["ask"])
 def frame(event: Event) -> str:
     """One SSE frame: `event: NAME` and the data as one line of JSON."""
     return f"event: {event.name}\ndata: {json.dumps(event.data, ensure_ascii=False, default=str)}\n\n"
+
+
+def observed(events: Iterable[Event], metrics: Metrics) -> Iterator[Event]:
+    """The events as they are, the finished answer counted in the metrics on the way."""
+    for event in events:
+        if event.name == "done":
+            metrics.observe_answer(AskResponse.model_validate(event.data))
+        elif event.name == "error":
+            metrics.errors.labels(event.data.get("code", "error")).inc()
+        yield event
 
 
 @router.post(
@@ -53,11 +64,14 @@ async def ask(body: AskRequest, request: Request, pool: PoolDep, settings: Setti
 
     await run_in_threadpool(check)
     streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    metrics: Metrics = request.app.state.metrics
     if not streaming:
-        return await run_in_threadpool(pipeline.ask, body, trace)
+        answer = await run_in_threadpool(pipeline.ask, body, trace)
+        metrics.observe_answer(answer)
+        return answer
     events = pipeline.events(body, trace)
     # The first event runs the search: a request that cannot start fails here, as a plain 4xx.
     first = await run_in_threadpool(next, events)
-    frames: Iterator[str] = (frame(event) for event in chain([first], events))
+    frames: Iterator[str] = (frame(event) for event in observed(chain([first], events), metrics))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import psycopg
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from psycopg_pool import PoolTimeout
 
 from rag_server import __version__
 from rag_server.api.deps import PoolDep
 from rag_server.api.errors import ERROR_RESPONSES
-from rag_server.api.schemas import Health
+from rag_server.api.schemas import Health, Readiness
+from rag_server.db import list_migrations
 
 router = APIRouter(tags=["health"])
+
+# How long readiness waits for a connection: a probe must answer fast, also when the database is down.
+READY_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz", responses=ERROR_RESPONSES)
@@ -23,3 +30,33 @@ async def health(pool: PoolDep) -> Health:
 
     await run_in_threadpool(ping)
     return Health(status="ok", version=__version__)
+
+
+@router.get("/readyz", responses={**ERROR_RESPONSES, 503: {"model": Readiness, "description": "Not ready."}})
+async def ready(request: Request, pool: PoolDep) -> JSONResponse:
+    """Ready to answer: the database reachable, every migration applied, the models loaded. 503 otherwise,
+    and ready again once the database is back (no restart)."""
+
+    def check() -> Readiness:
+        database, migrations = False, False
+        try:
+            with pool.connection(timeout=READY_TIMEOUT_S) as conn:
+                conn.execute("SET LOCAL statement_timeout = 2000")
+                database = True
+                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                migrations = {m.version for m in list_migrations()} <= applied
+        except (psycopg.Error, PoolTimeout):
+            pass
+        models = getattr(request.app.state, "searcher", None) is not None
+        checks = {"database": database, "migrations": migrations, "models": models}
+        return Readiness(ready=all(checks.values()), checks=checks, version=__version__)
+
+    readiness = await run_in_threadpool(check)
+    return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    body, content_type = request.app.state.metrics.exposition()
+    return Response(body, media_type=content_type)

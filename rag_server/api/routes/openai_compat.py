@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
+from rag_server.api.routes.ask import observed
 from rag_server.domains import list_domains
 from rag_server.errors import RetrievalError
 from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
@@ -158,11 +160,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, settin
     created = int(time.time())
     if not body.stream:
         answer = await run_in_threadpool(pipeline.ask, ask, trace)
+        request.app.state.metrics.observe_answer(answer)
         return _completion(answer, body.model, created)
     events = pipeline.events(ask, trace)
     first = await run_in_threadpool(next, events)  # a request that cannot start is a plain 4xx
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = _chunks([first], events, body.model, created, trace.request_id, include_usage)
+    counted = observed(chain([first], events), request.app.state.metrics)
+    chunks = _chunks(counted, body.model, created, trace.request_id, include_usage)
     return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
@@ -199,7 +203,7 @@ def _usage(answer: AskResponse) -> CompletionUsage:
 
 
 def _chunks(
-    first: list[Event], rest: Iterator[Event], model: str, created: int, rid: str, include_usage: bool
+    events: Iterator[Event], model: str, created: int, rid: str, include_usage: bool
 ) -> Iterator[str]:
     """OpenAI's chunk stream: a role delta, content deltas, a final chunk with `rag`, the usage, [DONE]."""
     head = {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": created, "model": model}
@@ -210,7 +214,7 @@ def _chunks(
     yield data(
         {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     )
-    for event in [*first, *rest]:
+    for event in events:
         if event.name == "token":
             delta = {"content": event.data["text"]}
             yield data({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from rag_server.api.deps import PoolDep, SearcherDep, SettingsDep
@@ -16,7 +16,7 @@ router = APIRouter(tags=["search"])
 
 @router.post("/v1/search", responses=ERROR_RESPONSES)
 async def search(
-    body: SearchBody, searcher: SearcherDep, pool: PoolDep, settings: SettingsDep
+    body: SearchBody, http: Request, searcher: SearcherDep, pool: PoolDep, settings: SettingsDep
 ) -> SearchResponse:
     """Search a domain: the ranked chunks with the time each stage took."""
     request = SearchRequest(
@@ -28,4 +28,8 @@ async def search(
             check_filter_keys(conn, request.domain, request.filters)
         return searcher.search(request)
 
-    return SearchResponse.of(await run_in_threadpool(run))
+    result = await run_in_threadpool(run)
+    metrics = http.app.state.metrics
+    metrics.observe_timings(result.timings_ms)
+    metrics.observe_routing(result.routing)
+    return SearchResponse.of(result)
