@@ -151,6 +151,8 @@ def test_openapi_types_every_response(client: TestClient) -> None:
             for status, response in operation["responses"].items():
                 schema = response["content"]["application/json"]["schema"]
                 expected = "ErrorResponse" if status[0] in "45" else ""
+                if (path, status) == ("/readyz", "503"):
+                    expected = "Readiness"  # not ready says which check failed
                 assert schema.get("$ref", "").startswith("#/components/schemas/"), (path, method, status)
                 if expected:
                     assert schema["$ref"].endswith(expected), (path, method, status)

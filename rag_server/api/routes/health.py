@@ -32,7 +32,11 @@ async def health(pool: PoolDep) -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.get("/readyz", responses={**ERROR_RESPONSES, 503: {"model": Readiness, "description": "Not ready."}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={**ERROR_RESPONSES, 503: {"model": Readiness, "description": "Not ready: which check failed."}},
+)
 async def ready(request: Request, pool: PoolDep) -> JSONResponse:
     """Ready to answer: the database reachable, every migration applied, the models loaded. 503 otherwise,
     and ready again once the database is back (no restart)."""
@@ -55,7 +59,7 @@ async def ready(request: Request, pool: PoolDep) -> JSONResponse:
     return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     body, content_type = request.app.state.metrics.exposition()

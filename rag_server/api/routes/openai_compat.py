@@ -54,7 +54,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """The subset of OpenAI's chat completion request that applies; other fields are accepted and ignored."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     model: CleanStr = Field(description="The domain to answer from.", min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1, max_length=100)
