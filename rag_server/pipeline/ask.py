@@ -22,7 +22,8 @@ from rag_server.domains import get_domain
 from rag_server.errors import ModelError, RagError
 from rag_server.pipeline.cache import AnswerCache, cache_key
 from rag_server.pipeline.schemas import AskRequest, AskResponse, UsageOut
-from rag_server.rerank import NoReranker, Reranker
+from rag_server.rerank import Reranker
+from rag_server.rerank.registry import RerankerRegistry
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import SearchRequest, SearchResult
 from rag_server.trace import RequestTrace, Usage
@@ -49,7 +50,9 @@ class Pipeline:
         self.searcher = searcher
         self.settings = settings
         self.calibration = calibration or Calibration.load(settings.answer_calibration)
-        self.reranker = reranker or NoReranker()
+        # A reranker given here serves every domain (tests, benchmarks); else each domain's promoted one.
+        self.reranker = reranker
+        self.rerankers = RerankerRegistry(searcher.pool, searcher)
         self.extractive = ExtractiveAnswerer()
         self.cache = AnswerCache(searcher.pool) if settings.answer_cache == "exact" else None
         fitted = self.calibration
@@ -98,6 +101,13 @@ class Pipeline:
                 self.cache.put(domain, key, AskResponse.model_validate(event.data), state)
             yield event
 
+    def _reranker(self, domain_name: str) -> Reranker:
+        if self.reranker is not None:
+            return self.reranker
+        with self.searcher.pool.connection() as conn:
+            domain = get_domain(conn, domain_name)
+        return self.rerankers.for_domain(domain)
+
     def _answerer_name(self) -> str:
         model = self.searcher.model
         return "extractive" if self.settings.answerer == "extractive" or model is None else "llm"
@@ -125,7 +135,8 @@ class Pipeline:
             },
         )
         with trace.stage("rerank"):
-            result = replace(result, chunks=self.reranker.rerank(request.question, vector, result.chunks))
+            reranker = self._reranker(domain)
+            result = replace(result, chunks=reranker.rerank(request.question, vector, result.chunks))
         evidence = collect(result, k)
         yield Event("evidence", {"evidence": [item.as_dict() for item in evidence]})
 
@@ -181,7 +192,7 @@ class Pipeline:
                     "answerable": round(assessment.answerable, 4),
                     "signals": {name: round(value, 6) for name, value in assessment.features.items()},
                     "answerer": "none" if assessment.abstain else answerer.name,
-                    "reranker": self.reranker.name,
+                    "reranker": _reranker_name(reranker),
                     "citations": [c.as_dict() for c in citations],
                     "dropped_citations": dropped,
                     "unsupported_citations": sum(not c.supported for c in citations),
@@ -281,3 +292,9 @@ def _replayed(cached: AskResponse, trace: RequestTrace) -> Iterator[Event]:
         }
     )
     yield Event("done", response.model_dump())
+
+
+def _reranker_name(reranker: Reranker) -> str:
+    """The reranker and, for a trained one, the id of its stored decision (`rag-server rerankers list`)."""
+    stored = getattr(reranker, "reranker_id", None)
+    return f"{reranker.name}#{stored}" if stored is not None else reranker.name
