@@ -136,7 +136,8 @@ class QueryRouter:
         with self.pool.connection() as conn:
             trained = self._trained_model(conn, domain)
             vocabulary = self._vocabulary(conn, domain)
-        model, model_name = trained or (self._default_model(), "default")
+        # "builtin": the packaged model (decided_by "default" means the default route, RAG_DEFAULT_ROUTE).
+        model, model_name = trained or (self._default_model(), "builtin")
         drafted = deterministic.draft(question, vocabulary.catalog)
         features = handcrafted(question, vocabulary, expressible=drafted is not None)
         decision = self._decide(question, vocabulary, model, model_name, features, vector)
@@ -237,7 +238,7 @@ class QueryRouter:
 
         Measured on four public sets, its semantic and keyword choices lost to hybrid on each: which chunk route
         suits a question depends on the corpus. Identifiers and quoted phrases want exact matches anywhere."""
-        if model_name != "default" or self.settings.router_builtin == "full":
+        if model_name != "builtin" or self.settings.router_builtin == "full":
             return None
         if route == "semantic" or (route == "keyword" and not _structural(features)):
             return (

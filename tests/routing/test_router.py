@@ -101,7 +101,7 @@ def test_default_model_routes_clear_cases(
     set) and identifiers still go to keyword, analytical questions to sql."""
     decision = full_router.route(question, domains[domain])
     assert decision.route == route, decision
-    assert decision.decided_by == "default" and 0 <= decision.confidence <= 1 and decision.reasons
+    assert decision.decided_by == "builtin" and 0 <= decision.confidence <= 1 and decision.reasons
     structural = router.route(question, domains[domain])
     assert structural.route == untrained, structural
     if untrained != route:
@@ -153,7 +153,7 @@ def test_trained_models_are_versioned_per_domain(
     decision = router.route("green c", domains["docs"])
     assert decision.decided_by == f"docs v{second}" and decision.route == "keyword"
     assert router.route("horse b", domains["docs"]).route == "semantic"
-    assert router.route("ERR-4012", domains["shop"]).decided_by == "default"  # other domains unaffected
+    assert router.route("ERR-4012", domains["shop"]).decided_by == "builtin"  # other domains unaffected
 
 
 def test_built_in_rows_are_featurized_against_their_schemas_catalogs(embedder: Embedder) -> None:
@@ -223,7 +223,7 @@ def test_model_routing_is_counted_and_bounded(
         kept = QueryRouter(module_pool, embedder, settings, OpenAIChatModel(settings)).route(
             "ERR-4012", domains["shop"]
         )
-    assert kept.decided_by == "default" and kept.route == "keyword"
+    assert kept.decided_by == "builtin" and kept.route == "keyword"
 
 
 def test_oracle_ties_go_to_the_cheaper_route() -> None:
