@@ -83,7 +83,7 @@ def judge(
         raise ValueError("judge needs the same questions, at least one, scored both ways")
     ours, theirs = np.asarray(reranked, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
     gain = float(ours.mean() - theirs.mean())
-    p = paired_p_value(ours, theirs)
+    p = paired_p_value(ours.tolist(), theirs.tolist())
     difference = ours - theirs
     beats, significant = gain >= margin, p < alpha
     if beats and significant:
