@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import openai
 
 from rag_server.config import Settings
@@ -186,8 +185,9 @@ class OpenAIChatModel:
                                 result.ttft_ms = (time.perf_counter() - started) * 1000
                             parts.append(text)
                             yield text
-            except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
-                # A stream cut mid-answer surfaces as httpx's protocol error, not the client's own.
+            except Exception as error:
+                # Whatever the transport raises when a stream is cut (its HTTP library's own protocol error,
+                # not always the client's) ends the answer with a clear ModelError, never a hang.
                 raise _model_error(purpose, error) from None
             finally:
                 ms = (time.perf_counter() - started) * 1000

@@ -71,6 +71,20 @@ assert any("ERR-4012" in hit["text"] for hit in body["results"]), body
 print(f"search: route {body['route']}, {len(body['results'])} results", file=sys.stderr)
 PY
 
+step "ask the demo over HTTP: a cited answer, and an abstention with its reason"
+curl -sf "http://127.0.0.1:$port/v1/ask" -H 'content-type: application/json' \
+    -d '{"question": "What does ERR-4013 mean?"}' >"$work/answer.json"
+curl -sf "http://127.0.0.1:$port/v1/ask" -H 'content-type: application/json' \
+    -d '{"question": "What is the CEO'"'"'s favourite colour?"}' >"$work/abstained.json"
+python3 - "$work/answer.json" "$work/abstained.json" <<'PY'
+import json, sys
+
+answer, abstained = (json.load(open(path)) for path in sys.argv[1:3])
+assert not answer["abstained"] and answer["citations"], answer
+assert abstained["abstained"] and abstained["abstention_reason"], abstained
+print(f"ask: {answer['answer']!r}; {abstained['answer']!r}", file=sys.stderr)
+PY
+
 step "ingest a small folder with the CLI"
 mkdir -p "$work/docs/notes"
 printf '# Kettle\n\nThe kettle descales with citric acid every month.\n' >"$work/docs/kettle.md"
@@ -90,4 +104,4 @@ kill -TERM "$server"
 wait "$server" || true
 server=
 grep -q "Application shutdown complete" "$work/serve.log" || { cat "$work/serve.log" >&2; exit 1; }
-step "the wheel installs, serves the demo, searches and ingests"
+step "the wheel installs, serves the demo, answers, searches and ingests"
