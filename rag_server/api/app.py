@@ -16,6 +16,7 @@ from rag_server.api.routes import ask, domains, health, openai_compat, search
 from rag_server.config import Settings, get_settings
 from rag_server.db import open_pool
 from rag_server.embedding import get_embedder
+from rag_server.local_llm import local_model
 from rag_server.pipeline import Pipeline
 from rag_server.retrieval.search import Searcher
 
@@ -33,10 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with open_pool(settings) as pool:
+        # RAG_LOCAL_LLM: the answering model served on loopback for as long as the app runs.
+        with local_model(settings) as answering, open_pool(settings) as pool:
             app.state.pool = pool
-            app.state.searcher = Searcher(pool, get_embedder(settings), settings)
-            app.state.pipeline = Pipeline(app.state.searcher, settings)
+            app.state.searcher = Searcher(pool, get_embedder(answering), answering)
+            app.state.pipeline = Pipeline(app.state.searcher, answering)
             yield
 
     app = FastAPI(

@@ -6,6 +6,7 @@ import typer
 
 from rag_server import __version__
 from rag_server.cli import ask, bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
+from rag_server.cli import llm as llm_cli
 from rag_server.cli import rerank as rerank_cli
 
 app = typer.Typer(
@@ -46,6 +47,7 @@ app.add_typer(tables.app, name="tables")
 app.add_typer(sql.app, name="sql")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
+app.add_typer(llm_cli.app, name="llm")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import typer
 from rag_server.cli._common import database, print_json, reports_errors, settings
 from rag_server.embedding import get_embedder
 from rag_server.errors import ModelError
+from rag_server.local_llm import local_model
 from rag_server.pipeline import AskRequest, AskResponse, Pipeline
 from rag_server.retrieval.search import Searcher
 from rag_server.retrieval.types import ROUTES
@@ -44,7 +45,7 @@ def ask(
         k=k,
         filters=_filters(filters),  # type: ignore[arg-type]
     )
-    with database(current) as pool:
+    with local_model(current) as current, database(current) as pool:
         pipeline = Pipeline(Searcher(pool, get_embedder(current), current), current)
         if as_json:
             print_json(pipeline.ask(request).model_dump(mode="json"))

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from rag_server.cli._common import EXIT_PARTIAL, database, reports_errors, settings, write_json
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
+from rag_server.local_llm import local_model
 from rag_server.retrieval.types import CHUNK_ROUTES
 
 app = typer.Typer(
@@ -326,7 +327,7 @@ def eval_answers(
         raise RagError("give one of --squad FILE or --dataset FOLDER")
     current = settings()
     checks = _minimums(minimums)
-    with database(current) as pool:
+    with local_model(current) as current, database(current) as pool:
         ingestion = Ingestion.from_settings(pool, current)
         if squad is not None:
             domain = domain or _domain_name(squad.with_suffix(""))
