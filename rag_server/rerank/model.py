@@ -102,6 +102,9 @@ def fit(
     if not kept:
         raise RagError("no question has both a relevant and a non-relevant candidate: nothing to learn from")
     params = {**DEFAULT_PARAMETERS, **(parameters or {})}
+    relevant = sum(int((y > 0).sum()) for _, y in kept)
+    # A leaf needs that many rows: on a small domain 20 would forbid any split isolating the relevant ones.
+    params["min_data_in_leaf"] = min(params["min_data_in_leaf"], max(2, relevant // 4))
     top = int(max(y.max() for _, y in kept))
     if top > 30:  # lambdarank's default gains cover grades 0..30
         params["label_gain"] = [float(2**g - 1) for g in range(top + 1)]
