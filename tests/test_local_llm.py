@@ -27,7 +27,7 @@ from rag_server.llm import OpenAIChatModel
 from rag_server.local_llm import MODELS, LocalModelServer, PackagedModel, assemble, local_model
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = "qwen2.5-coder-0.5b"
+SMALL: typing.Final = "qwen2.5-coder-0.5b"
 
 
 def _fake_model(

@@ -33,8 +33,7 @@ def serve(
     port: int = typer.Option(None, min=1, max=65535, help="Port on 127.0.0.1 (default: a free one)."),
     threads: int = typer.Option(2, min=1, max=256, help="CPU threads for reading and writing."),
 ) -> None:
-    """Serve the model's OpenAI-compatible API on loopback until Ctrl-C or SIGTERM; point OPENAI_BASE_URL
-    at the URL it prints."""
+    """Serve the model's OpenAI-compatible API on loopback until Ctrl-C or SIGTERM (use the URL it prints)."""
     from rag_server.local_llm import LocalModelServer, assemble
 
     current = settings()
