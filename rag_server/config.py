@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     # A file written by `rag-server eval answers --calibrate-out`; unset = the packaged calibration.
     answer_calibration: Path | None = None
 
+    # --- service (keys, limits, budgets) ---
+    # Requests need an API key (`rag-server keys create`) unless this is set; the server then refuses to listen
+    # on anything but loopback, and every request acts as an owner of project 'default'.
+    auth_disabled: bool = False
+    # Default limits of a new key (per minute, counted in Postgres across workers); 0 = none.
+    key_requests_per_minute: int = Field(default=0, ge=0)
+    key_tokens_per_minute: int = Field(default=0, ge=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("bm25_stemmer", mode="before")
