@@ -93,3 +93,26 @@ CREATE TABLE feedback (
 );
 
 CREATE INDEX feedback_request_idx ON feedback (request_id);
+
+-- The semantic answer cache (RAG_ANSWER_CACHE=semantic): the question as asked, its embedding (the domain's
+-- model) and a hash of the answer-changing settings, so that a near-identical question under the same settings
+-- can replay an entry. NULL for entries made by the exact cache only.
+ALTER TABLE answer_cache
+    ADD COLUMN question      text,
+    ADD COLUMN settings_key  bytea,
+    ADD COLUMN embedding     vector;
+
+-- Per-domain retrieval settings found by `rag-server tune`, every run kept like the rerankers': the newest
+-- promoted row of a domain overrides the global settings it names, for that domain only.
+CREATE TABLE tunings (
+    id         serial PRIMARY KEY,
+    domain_id  integer NOT NULL REFERENCES domains (id) ON DELETE CASCADE,
+    promoted   boolean NOT NULL,
+    -- The winning settings (names of `Settings` fields and their values); empty when refused.
+    settings   jsonb NOT NULL DEFAULT '{}',
+    -- Every configuration tried with its held-out nDCG@10, the baseline, p-value, margin, protocol, data size.
+    decision   jsonb NOT NULL,
+    tuned_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX tunings_domain_idx ON tunings (domain_id, id);
