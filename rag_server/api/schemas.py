@@ -115,6 +115,9 @@ class SearchResponse(BaseModel):
     sql_error: str | None = Field(description="Why the sql part of a fan-out found nothing.")
     routing: RoutingOut | None
     model_calls: list[ModelCallOut]
+    tuning: str = Field(
+        default="defaults", description="The domain's tuning that served: `tuning#ID` or `defaults`."
+    )
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResponse:
@@ -131,6 +134,7 @@ class SearchResponse(BaseModel):
                 "sql_error": result.sql_error,
                 "routing": result.routing.as_dict() if result.routing else None,
                 "model_calls": [call.as_dict() for call in result.model_calls],
+                "tuning": result.tuning,
             }
         )
 

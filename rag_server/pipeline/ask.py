@@ -87,9 +87,9 @@ class Pipeline:
             return
         with self.searcher.pool.connection() as conn:
             domain = get_domain(conn, domain_name)
-        key = cache_key(
-            request, self.settings, self._answerer_name(), self._model_name(), self._calibration_id
-        )
+        # The domain's tuning is part of the key: a promotion must not replay answers searched without it.
+        tuned = self.searcher.tunings.for_domain(domain).apply(self.settings)
+        key = cache_key(request, tuned, self._answerer_name(), self._model_name(), self._calibration_id)
         with trace.stage("cache"):
             state = self.cache.state(domain)
             cached = self.cache.get(domain, key)
@@ -193,6 +193,7 @@ class Pipeline:
                     "signals": {name: round(value, 6) for name, value in assessment.features.items()},
                     "answerer": "none" if assessment.abstain else answerer.name,
                     "reranker": _reranker_name(reranker),
+                    "tuning": result.tuning,
                     "citations": [c.as_dict() for c in citations],
                     "dropped_citations": dropped,
                     "unsupported_citations": sum(not c.supported for c in citations),

@@ -41,6 +41,13 @@ def cache_key(request: AskRequest, settings: Settings, answerer: str, model: str
         "calibration": calibration,
         "rerank_depth": settings.rerank_depth,
         "default_route": settings.default_route,
+        # What a domain's tuning may change (the settings given are the domain's, tuning applied).
+        "retrieval": [
+            settings.keyword_expansion,
+            settings.fusion,
+            settings.convex_weight,
+            settings.candidate_depth,
+        ],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 

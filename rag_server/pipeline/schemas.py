@@ -108,6 +108,8 @@ class AskResponse(BaseModel):
     signals: dict[str, float]
     answerer: str
     reranker: str
+    # The domain's retrieval tuning the search used: `tuning#ID` (`rag-server tunings list`) or `defaults`.
+    tuning: str = "defaults"
     citations: list[CitationOut]
     # Citation numbers the answerer wrote that map to no evidence (removed from the answer).
     dropped_citations: int

@@ -60,17 +60,26 @@ class KeywordIndexes:
         self._lock = threading.Lock()
 
     def search(
-        self, conn: psycopg.Connection[Any], domain: Domain, query: str, k: int, filters: dict[str, Any]
+        self,
+        conn: psycopg.Connection[Any],
+        domain: Domain,
+        query: str,
+        k: int,
+        filters: dict[str, Any],
+        rm3: bool | None = None,
     ) -> list[ScoredChunk]:
-        """The k chunks of the domain with the highest BM25 score for `query`."""
+        """The k chunks of the domain with the highest BM25 score for `query`.
+
+        `rm3` overrides the configured expansion for this search (a domain's tuning turns it on or off)."""
         terms = self.analyzer.terms(query)
         if not terms:
             return []
         built = self.current(conn, domain)
         allowed = _allowed(conn, domain, filters) if filters else None
-        if self.expansion is not None:
-            feedback = built.index.search(terms, self.expansion.documents, allowed)
-            hits = built.index.search(_expanded(conn, terms, feedback, self.expansion), k, allowed)
+        expansion = self.expansion if rm3 is None else (self.expansion or Expansion()) if rm3 else None
+        if expansion is not None:
+            feedback = built.index.search(terms, expansion.documents, allowed)
+            hits = built.index.search(_expanded(conn, terms, feedback, expansion), k, allowed)
         else:
             hits = built.index.search(terms, k, allowed)
         return _chunks(conn, hits)

@@ -20,6 +20,7 @@ from rag_server.retrieval.fusion import convex_combination, reciprocal_rank_fusi
 from rag_server.retrieval.keyword import BM25Parameters, Expansion, KeywordIndexes
 from rag_server.retrieval.multiquery import rephrasings
 from rag_server.retrieval.semantic import semantic_search
+from rag_server.retrieval.tuning import TuningRegistry, TuningSource
 from rag_server.retrieval.types import ROUTES, ScoredChunk, SearchRequest, SearchResult
 from rag_server.routing.router import QueryRouter, RouteDecision
 from rag_server.sql.deterministic import Draft
@@ -46,6 +47,8 @@ class Searcher:
         parameters = BM25Parameters(settings.bm25_k1, settings.bm25_b, settings.bm25_epsilon)
         expansion = Expansion() if settings.keyword_expansion == "rm3" else None
         self.keyword = KeywordIndexes(analyzer, parameters, expansion)
+        # Each domain's promoted tuning overrides some retrieval settings for its searches (retrieval/tuning.py).
+        self.tunings: TuningSource = TuningRegistry(pool)
 
     def search(
         self,
@@ -165,19 +168,22 @@ class Searcher:
         draft: Draft | None = None,
     ) -> SearchResult:
         """One route's search; `draft` is the SQL the router already wrote for the sql route."""
+        tuning = self.tunings.for_domain(domain)
         if request.route == "sql":
             evidence = self.sql.answer(request.query, request.domain, timings, draft)
-            return SearchResult("sql", [], timings, evidence)
+            return SearchResult("sql", [], timings, evidence, tuning=tuning.name)
         if query_vector is None and request.route != "keyword":
             self._check_model(domain)
         calls: list[ModelCall] = []
+        settings = tuning.apply(self.settings)
+        rm3 = settings.keyword_expansion == "rm3"
         with self.pool.connection() as conn:
-            depth = max(self.settings.candidate_depth, request.k)
+            depth = max(settings.candidate_depth, request.k)
             if request.route == "keyword":
                 chunks = _timed(
                     timings,
                     "keyword",
-                    lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters),
+                    lambda: self.keyword.search(conn, domain, request.query, request.k, request.filters, rm3),
                 )
             elif request.route == "semantic":
                 chunks = self._semantic(conn, domain, request, request.k, timings, query_vector, calls)
@@ -186,10 +192,10 @@ class Searcher:
                 keyword = _timed(
                     timings,
                     "keyword",
-                    lambda: self.keyword.search(conn, domain, request.query, depth, request.filters),
+                    lambda: self.keyword.search(conn, domain, request.query, depth, request.filters, rm3),
                 )
-                chunks = _timed(timings, "fuse", lambda: self._fuse(semantic, keyword, request.k))
-        return SearchResult(request.route, chunks, timings, model_calls=calls)
+                chunks = _timed(timings, "fuse", lambda: self._fuse(semantic, keyword, request.k, settings))
+        return SearchResult(request.route, chunks, timings, model_calls=calls, tuning=tuning.name)
 
     def _semantic(
         self,
@@ -244,18 +250,20 @@ class Searcher:
         )
         return [replace(by_id[chunk_id], score=score) for chunk_id, score in fused[:k]]
 
-    def _fuse(self, semantic: list[ScoredChunk], keyword: list[ScoredChunk], k: int) -> list[ScoredChunk]:
+    def _fuse(
+        self, semantic: list[ScoredChunk], keyword: list[ScoredChunk], k: int, settings: Settings
+    ) -> list[ScoredChunk]:
         by_id = {chunk.chunk_id: chunk for chunk in [*keyword, *semantic]}
-        if self.settings.fusion == "rrf":
+        if settings.fusion == "rrf":
             fused = reciprocal_rank_fusion(
                 [[chunk.chunk_id for chunk in semantic], [chunk.chunk_id for chunk in keyword]],
-                self.settings.rrf_k,
+                settings.rrf_k,
             )
         else:
             fused = convex_combination(
                 {chunk.chunk_id: chunk.score for chunk in semantic},
                 {chunk.chunk_id: chunk.score for chunk in keyword},
-                self.settings.convex_weight,
+                settings.convex_weight,
             )
         return [_rescored(by_id[chunk_id], score) for chunk_id, score in fused[:k]]
 

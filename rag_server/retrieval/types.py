@@ -66,6 +66,8 @@ class SearchResult:
     sql_error: str | None = None
     # Model calls the search itself made (multi-query expansion), with their tokens and cost.
     model_calls: list[ModelCall] = field(default_factory=list)
+    # The domain's tuning the search used: `tuning#ID` (`rag-server tunings list`) or `defaults`.
+    tuning: str = "defaults"
 
     @property
     def total_ms(self) -> float:
