@@ -83,7 +83,7 @@ def checked(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if name not in TUNABLE:
             raise ConfigError(f"{name!r} is not a tunable setting; tunable: {', '.join(TUNABLE)}")
         info = Settings.model_fields[name]
-        kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+        kind: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         try:
             out[name] = TypeAdapter(kind).validate_python(value)
         except ValidationError as error:
