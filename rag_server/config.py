@@ -168,8 +168,13 @@ class Settings(BaseSettings):
     # and the demo's "What does ERR-4013 mean?"), `never` always answers. docs/answers.md has the figures.
     abstention: Literal["cautious", "balanced", "never"] = "balanced"
     # Answers of repeated questions from Postgres (`exact`: same normalized question, domain and settings;
-    # invalidated by any ingest or table import of the domain), or `off`.
-    answer_cache: Literal["exact", "off"] = "exact"
+    # invalidated by any ingest or table import of the domain), `semantic` (exact, then the nearest stored
+    # question whose cosine reaches the threshold and whose numbers, dates, identifiers and negation are the
+    # same: docs/answers.md), or `off`. Exact by default: a wrong cached answer is worse than a miss.
+    answer_cache: Literal["exact", "semantic", "off"] = "exact"
+    # The cosine a paraphrase needs for RAG_ANSWER_CACHE=semantic; unset = the packaged one, calibrated for the
+    # packaged embedding model by `rag-server eval cache` (with another model, set this or the cache stays exact).
+    semantic_cache_threshold: float | None = Field(default=None, gt=0, le=1)
     # A file written by `rag-server eval answers --calibrate-out`; unset = the packaged calibration.
     answer_calibration: Path | None = None
 

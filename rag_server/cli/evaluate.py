@@ -397,6 +397,36 @@ def eval_answers(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+@app.command("cache")
+@reports_errors
+def eval_cache(
+    pairs: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="Question pairs (default: the demo set's paraphrases.jsonl)."
+    ),
+    margin: float = typer.Option(0.02, min=0, max=0.5, help="Added to the highest negative cosine served."),
+    output: Path = typer.Option(
+        None, "--json", help="Write the report (with per-pair results) as JSON here."
+    ),
+    write: Path = typer.Option(
+        None,
+        help="Write the threshold file here (rag_server/pipeline/semantic_cache.json is the packaged one).",
+    ),
+) -> None:
+    """Calibrate the semantic answer cache: the cosine threshold with no false hit on the calibration half's
+    negative pairs (those the guard lets through), plus a margin; hit precision and recall on both halves."""
+    from evals.cache import PAIRS_FILE, load_pairs, run_cache_eval, threshold_file
+
+    pairs = pairs or PAIRS_FILE
+    report = run_cache_eval(get_embedder(settings()), load_pairs(pairs), margin)
+    summary = {key: value for key, value in report.items() if key != "per_pair"}
+    typer.echo(json.dumps(summary, indent=2))
+    if output:
+        write_json(output, report)
+    if write:
+        write_json(write, threshold_file(report, pairs))
+        typer.echo(f"threshold {report['threshold']} written to {write}", err=True)
+
+
 def _minimums(raw: list[str]) -> dict[str, float]:
     checks = {}
     for item in raw:

@@ -12,6 +12,8 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from rag_server.answer import signals
 from rag_server.answer.abstention import NOT_IN_CONTEXT, Assessment, Calibration, assess, says_not_in_context
 from rag_server.answer.answerers import Answerer, ExtractiveAnswerer, GenerativeAnswerer
@@ -20,7 +22,7 @@ from rag_server.answer.evidence import Evidence, collect
 from rag_server.config import Settings
 from rag_server.domains import get_domain
 from rag_server.errors import ModelError, RagError
-from rag_server.pipeline.cache import AnswerCache, cache_key
+from rag_server.pipeline.cache import AnswerCache, cache_key, semantic_threshold, settings_key
 from rag_server.pipeline.schemas import AskRequest, AskResponse, UsageOut
 from rag_server.rerank import Reranker
 from rag_server.rerank.registry import RerankerRegistry
@@ -54,7 +56,12 @@ class Pipeline:
         self.reranker = reranker
         self.rerankers = RerankerRegistry(searcher.pool, searcher)
         self.extractive = ExtractiveAnswerer()
-        self.cache = AnswerCache(searcher.pool) if settings.answer_cache == "exact" else None
+        self.cache = AnswerCache(searcher.pool) if settings.answer_cache != "off" else None
+        self.semantic_threshold = (
+            semantic_threshold(settings, searcher.embedder.name)
+            if settings.answer_cache == "semantic"
+            else None
+        )
         fitted = self.calibration
         self._calibration_id = f"{fitted.fitted_on}|{sorted(fitted.thresholds.items())}|{fitted.coef}"
 
@@ -80,7 +87,8 @@ class Pipeline:
     def events(self, request: AskRequest, trace: RequestTrace, raise_errors: bool = False) -> Iterator[Event]:
         """Search, rerank, assess, answer and cite, as events; a failure mid-answer ends with `error`.
 
-        With the answer cache on, a repeated question replays its stored answer (no search, no model call)."""
+        With the answer cache on, a repeated question replays its stored answer (no search, no model call);
+        with the semantic cache, so does a paraphrase of a stored question (docs/answers.md)."""
         domain_name = request.domain or self.settings.default_domain
         if self.cache is None:
             yield from self._answered(request, trace, raise_errors, "off")
@@ -94,11 +102,30 @@ class Pipeline:
             state = self.cache.state(domain)
             cached = self.cache.get(domain, key)
         if cached is not None:
-            yield from _replayed(cached, trace)
+            yield from _replayed(cached, trace, request.question, {"cache_match": "exact"})
             return
-        for event in self._answered(request, trace, raise_errors, "miss"):
+        vector, semantic = None, None
+        threshold = self.semantic_threshold
+        if threshold is not None and domain.model.name == self.searcher.embedder.name:
+            names = (self._answerer_name(), self._model_name(), self._calibration_id)
+            settings = settings_key(request, tuned, *names)
+            # Embedded once: the lookup and, on a miss, the search and the assessment share the vector.
+            with trace.stage("embed"):
+                vector = self.searcher.embedder.embed([request.question])[0]
+            with trace.stage("cache"):
+                hit = self.cache.nearest(domain, settings, request.question, vector, threshold, state)
+            if hit is not None:
+                match = {
+                    "cache_match": "semantic",
+                    "cached_question": hit.question,
+                    "cache_similarity": hit.similarity,
+                }
+                yield from _replayed(hit.response, trace, request.question, match)
+                return
+            semantic = (request.question, settings, vector)
+        for event in self._answered(request, trace, raise_errors, "miss", vector):
             if event.name == "done":
-                self.cache.put(domain, key, AskResponse.model_validate(event.data), state)
+                self.cache.put(domain, key, AskResponse.model_validate(event.data), state, semantic)
             yield event
 
     def _reranker(self, domain_name: str) -> Reranker:
@@ -116,13 +143,19 @@ class Pipeline:
         return self.searcher.model.model if self.searcher.model is not None else ""
 
     def _answered(
-        self, request: AskRequest, trace: RequestTrace, raise_errors: bool, cache: str
+        self,
+        request: AskRequest,
+        trace: RequestTrace,
+        raise_errors: bool,
+        cache: str,
+        vector: np.ndarray | None = None,
     ) -> Iterator[Event]:
         domain = request.domain or self.settings.default_domain
         k = request.k or self.settings.answer_evidence
-        # Embedded once: the search and the evidence assessment both need it.
-        with trace.stage("embed"):
-            vector = self.searcher.embedder.embed([request.question])[0]
+        # Embedded once (unless the semantic cache did): the search and the evidence assessment both need it.
+        if vector is None:
+            with trace.stage("embed"):
+                vector = self.searcher.embedder.embed([request.question])[0]
         depth = max(k, self.settings.rerank_depth)
         search = SearchRequest(request.question, domain, request.route, depth, request.filters)
         result = self.searcher.search(search, query_vector=vector, trace=trace)
@@ -268,8 +301,11 @@ def _code(error: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
-def _replayed(cached: AskResponse, trace: RequestTrace) -> Iterator[Event]:
-    """A stored answer's events, for this request: its id and timings, no usage (nothing was spent)."""
+def _replayed(
+    cached: AskResponse, trace: RequestTrace, question: str, match: dict[str, Any]
+) -> Iterator[Event]:
+    """A stored answer's events, for this request: its id, question and timings, how it matched (`match`: the
+    cache_* fields) and no usage (nothing was spent)."""
     trace.add("ttft", (time.perf_counter() - trace.started) * 1000)
     routing = cached.routing.model_dump() if cached.routing else None
     yield Event(
@@ -287,6 +323,9 @@ def _replayed(cached: AskResponse, trace: RequestTrace) -> Iterator[Event]:
         update={
             "request_id": trace.request_id,
             "cache": "hit",
+            "question": question,
+            "cached_question": cached.question,
+            **match,
             "usage": UsageOut(**usage.__dict__),
             "model_calls": [],
             "timings_ms": trace.timings(),

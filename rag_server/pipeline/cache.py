@@ -1,6 +1,9 @@
 """The answer cache: a repeated question (same domain, same settings) is answered from Postgres, at no cost.
 
-Exact matching on the normalized question (case, spacing and trailing punctuation folded). An entry is valid
+Exact matching on the normalized question (case, spacing and trailing punctuation folded); with
+RAG_ANSWER_CACHE=semantic, then the nearest stored question of the domain under the same settings, if its
+embedding's cosine reaches the calibrated threshold and the guard (`pipeline/paraphrase.py`) finds the same
+numbers, dates, identifiers and negation in both. An entry is valid
 while the domain's document generation and table catalog are what they were when it was written, so an
 ingest, a deletion or a table import invalidates every answer of the domain at once; stale rows are replaced
 on the next write. Postgres is the only store: every worker sees the same entries.
@@ -10,17 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import numpy as np
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
 from rag_server.domains import Domain
+from rag_server.errors import ConfigError
+from rag_server.pipeline.paraphrase import same_specifics
 from rag_server.pipeline.schemas import AskRequest, AskResponse
+from rag_server.resources import package_path
+
+logger = logging.getLogger(__name__)
 
 _SPACE = re.compile(r"\s+")
+# Stored questions above the threshold looked at, nearest first, for one that passes the guard.
+_CANDIDATES = 5
 
 
 def normalize(question: str) -> str:
@@ -52,6 +66,62 @@ def cache_key(request: AskRequest, settings: Settings, answerer: str, model: str
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
 
 
+def settings_key(
+    request: AskRequest, settings: Settings, answerer: str, model: str, calibration: str
+) -> bytes:
+    """`cache_key` without the question: what a paraphrase must share with a stored question to replay it."""
+    return cache_key(request.model_copy(update={"question": ""}), settings, answerer, model, calibration)
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    """A stored answer served for a paraphrase: the stored question and its cosine with the one asked."""
+
+    response: AskResponse
+    question: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SemanticThreshold:
+    """The cosine a stored question's embedding must reach, for the embedding model it was calibrated on."""
+
+    threshold: float
+    model: str
+    fitted_on: str
+
+
+def semantic_threshold(settings: Settings, embedding_model: str) -> float | None:
+    """The similarity threshold for questions embedded by `embedding_model`, or None: no semantic cache.
+
+    RAG_SEMANTIC_CACHE_THRESHOLD wins; else the packaged one, which holds only for the model it was
+    calibrated on: with another model the cache stays exact (a threshold from one model means nothing
+    for another)."""
+    if settings.semantic_cache_threshold is not None:
+        return settings.semantic_cache_threshold
+    packaged = packaged_threshold()
+    if packaged.model != embedding_model:
+        logger.warning(
+            "RAG_ANSWER_CACHE=semantic: the packaged threshold is for %s, not %s; set "
+            "RAG_SEMANTIC_CACHE_THRESHOLD (rag-server eval cache) to use it, exact matches only until then",
+            packaged.model,
+            embedding_model,
+        )
+        return None
+    return packaged.threshold
+
+
+@cache
+def packaged_threshold() -> SemanticThreshold:
+    """The threshold shipped in the package (`rag-server eval cache --write` makes it)."""
+    path = package_path("pipeline", "semantic_cache.json")
+    try:
+        data = json.loads(path.read_text())
+        return SemanticThreshold(float(data["threshold"]), str(data["model"]), str(data["fitted_on"]))
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"cannot read the semantic cache threshold {path}: {error}") from None
+
+
 class AnswerCache:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -65,19 +135,65 @@ class AnswerCache:
             ).fetchone()
         return AskResponse.model_validate(row[0]) if row else None
 
-    def put(self, domain: Domain, key: bytes, response: AskResponse, state: tuple[int, str]) -> None:
-        """Keep an answer made at `state` (the domain's generation and catalog read before answering)."""
+    def put(
+        self,
+        domain: Domain,
+        key: bytes,
+        response: AskResponse,
+        state: tuple[int, str],
+        semantic: tuple[str, bytes, np.ndarray] | None = None,
+    ) -> None:
+        """Keep an answer made at `state` (the domain's generation and catalog read before answering); with
+        `semantic` (the question as asked, its settings key and embedding), findable by `nearest` too."""
+        question, settings, vector = semantic or (None, None, None)
         with self.pool.connection() as conn:
             conn.execute(
-                "INSERT INTO answer_cache (domain_id, key, generation, catalog, response) VALUES (%s, %s, %s, %s, %s)"
+                "INSERT INTO answer_cache (domain_id, key, generation, catalog, response, question, settings_key,"
+                " embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::vector)"
                 " ON CONFLICT (domain_id, key) DO UPDATE SET generation = EXCLUDED.generation,"
-                " catalog = EXCLUDED.catalog, response = EXCLUDED.response, created_at = now(), hits = 0",
-                (domain.id, key, *state, Jsonb(response.model_dump(mode="json"))),
+                " catalog = EXCLUDED.catalog, response = EXCLUDED.response, question = EXCLUDED.question,"
+                " settings_key = EXCLUDED.settings_key, embedding = EXCLUDED.embedding, created_at = now(), hits = 0",
+                (domain.id, key, *state, Jsonb(response.model_dump(mode="json")), question, settings, vector),
             )
 
     def state(self, domain: Domain) -> tuple[int, str]:
         with self.pool.connection() as conn:
             return _state(conn, domain)
+
+    def nearest(
+        self,
+        domain: Domain,
+        settings: bytes,
+        question: str,
+        vector: np.ndarray,
+        threshold: float,
+        state: tuple[int, str],
+    ) -> SemanticHit | None:
+        """The answer of the most similar stored question of the domain, made under the same settings at the
+        same `state`, if its cosine reaches `threshold` and the guard finds nothing that tells them apart."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT key, question, 1 - (embedding <=> %s::vector) AS similarity FROM answer_cache"
+                " WHERE domain_id = %s AND settings_key = %s AND generation = %s AND catalog = %s"
+                " AND embedding IS NOT NULL AND vector_dims(embedding) = %s"
+                " ORDER BY embedding <=> %s::vector LIMIT %s",
+                (vector, domain.id, settings, *state, len(vector), vector, _CANDIDATES),
+            ).fetchall()
+            for key, stored, similarity in rows:
+                if similarity < threshold:
+                    break
+                if not same_specifics(question, stored):
+                    continue
+                row = conn.execute(
+                    "UPDATE answer_cache SET hits = hits + 1 WHERE domain_id = %s AND key = %s"
+                    " AND generation = %s AND catalog = %s RETURNING response",
+                    (domain.id, key, *state),
+                ).fetchone()
+                if row:
+                    return SemanticHit(
+                        AskResponse.model_validate(row[0]), stored, round(float(similarity), 4)
+                    )
+        return None
 
 
 def _state(conn: Any, domain: Domain) -> tuple[int, str]:

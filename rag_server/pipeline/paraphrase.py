@@ -3,8 +3,9 @@
 Embeddings place "refunded within 14 days" next to "refunded within 30 days", "ERR-4012" next to "ERR-4013"
 and "Are renewals refundable?" next to "Are renewals not refundable?": a similarity threshold alone cannot
 tell them apart. So before a cached answer is served for a different wording, each question is reduced to
-its `Specifics` (numbers, dates, identifiers, quoted strings, negation cues, and the side taken on a few
-axes of opposite words) and the two must agree. A refusal only costs a miss; a wrong hit serves a wrong answer.
+its `Specifics` (numbers, dates, identifiers and names, quoted strings, negation cues, and the side taken
+on a few axes of opposite words) and the two must agree. A refusal only costs a miss; a wrong hit serves a
+wrong answer.
 
 >>> same_specifics("How long can deleted dashboards be restored?", "For how long can I restore a deleted dashboard")
 True
@@ -165,13 +166,14 @@ def specifics(question: str) -> Specifics:
         for match in _QUOTED.finditer(question)
     )
     # A version is the same with or without its "v" (v2.3.1, 2.3.1).
-    raw = [_VERSION.sub(r"\1", token) for token in _TOKEN.findall(question)]
+    found = list(_TOKEN.finditer(question))
+    raw = [_VERSION.sub(r"\1", match.group()) for match in found]
     words = [_fold(token) for token in raw]
     numbers: list[str] = []
     identifiers: set[str] = set()
-    for token in raw:
+    for match, token in zip(found, raw, strict=True):
         if not any(char.isdigit() for char in token):
-            if _is_code(token):
+            if _is_code(token) or _is_name(token, question[: match.start()]):
                 identifiers.add(token.lower())
             continue
         if not _NUMBER_WITH_UNIT.fullmatch(token.lower()):
@@ -203,6 +205,15 @@ def _is_code(token: str) -> bool:
         return True
     parts = token.split("-")
     return len(parts) > 1 and sum(part[:1].isupper() for part in parts) >= 2  # a header: Retry-After
+
+
+def _is_name(token: str, before: str) -> bool:
+    """A capitalized word inside a sentence: a name (the Business plan, Snowflake, Owner), whose swap for
+    another (Enterprise, BigQuery) an embedding barely notices. "I" and a sentence's first word are not."""
+    previous = before.rstrip()
+    starts_sentence = not previous or previous[-1] in ".?!:;\"'(“‘"
+    ordinary = token == "I" or token.startswith("I'") or token.lower() in _MONTHS or token.lower() in _DAYS
+    return token[:1].isupper() and not starts_sentence and not ordinary
 
 
 def _value(number: str) -> str:

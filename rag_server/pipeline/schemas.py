@@ -97,6 +97,11 @@ class AskResponse(BaseModel):
     request_id: str
     # hit: replayed from the answer cache (no search, no model call); miss: answered and stored; off.
     cache: Literal["hit", "miss", "off"]
+    # On a hit: `exact` (the same normalized question) or `semantic` (RAG_ANSWER_CACHE=semantic: a paraphrase
+    # of `cached_question`, whose embedding's cosine with this one is `cache_similarity`).
+    cache_match: Literal["exact", "semantic"] | None = None
+    cached_question: str | None = None
+    cache_similarity: float | None = None
     question: str
     domain: str
     answer: str
