@@ -6,13 +6,15 @@ Variables are prefixed `RAG_` (`RAG_DATA_DIR`, `RAG_CHUNK_SIZE` ...), except the
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag_server.errors import ConfigError
 
@@ -186,6 +188,19 @@ class Settings(BaseSettings):
     key_requests_per_minute: int = Field(default=0, ge=0)
     key_tokens_per_minute: int = Field(default=0, ge=0)
 
+    # --- operations (`rag-server serve`; each worker process reads these from the environment) ---
+    # `json`: one JSON object a line (time, level, logger, message; the access log adds request_id, method,
+    # path, status, duration_ms) for log shippers. Either way no query string, header or API key is logged.
+    log_format: Literal["text", "json"] = "text"
+    # Browser origins allowed to call the API (CORS): a JSON list or comma-separated, e.g.
+    # 'https://app.example.com'; empty = no CORS headers, so browsers refuse other origins' calls.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A request still running after this many seconds gets a 504 (a stream already started ends with an SSE
+    # `error` event), so a stuck model or query cannot hold a client forever; 0 = no limit.
+    request_timeout_s: float = Field(default=60, ge=0)
+    # On SIGTERM or Ctrl-C the server stops accepting and gives in-flight requests this long to finish.
+    shutdown_grace_s: int = Field(default=30, ge=1)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("bm25_stemmer", mode="before")
@@ -194,6 +209,27 @@ class Settings(BaseSettings):
         # An empty value or "none" in the environment switches stemming off.
         if isinstance(value, str) and value.strip().lower() in {"", "none", "off"}:
             return None
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        # From the environment: a JSON list, or origins separated by commas.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_exact(cls, value: list[str]) -> list[str]:
+        # Browsers send the origin as scheme://host[:port]; anything else (a path, a trailing slash) would
+        # silently never match.
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is no origin: use scheme://host[:port] (no path), or *")
         return value
 
     @model_validator(mode="after")

@@ -7,12 +7,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from rag_server import __version__
 from rag_server.api import docs, errors
 from rag_server.api.guard import MAX_REQUEST_HEAD_BYTES, RequestGuard
+from rag_server.api.logs import AccessLog
 from rag_server.api.metrics import Metrics, MetricsMiddleware
 from rag_server.api.routes import ask, domains, health, openai_compat, search
+from rag_server.api.timeout import RequestTimeout
 from rag_server.config import Settings, get_settings
 from rag_server.db import open_pool
 from rag_server.embedding import get_embedder
@@ -52,8 +55,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    # Added innermost first. The timeout answers inside the metrics (a 504 is counted); the guard settles the
+    # request id; CORS answers preflights; the access log sees every response, a guard's 413 included.
+    if settings.request_timeout_s:
+        app.add_middleware(RequestTimeout, seconds=settings.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(AccessLog)
     errors.install(app)
     docs.install(app)
     for router in ROUTERS:

@@ -1,4 +1,4 @@
-"""`rag-server serve [--demo]`: the HTTP API."""
+"""`rag-server serve [--demo] [--workers N]`: the HTTP API."""
 
 from __future__ import annotations
 
@@ -23,13 +23,26 @@ def serve(
         help="First ingest the packaged demo corpus into domain 'demo', the default domain of requests "
         "(RAG_DEMO=1 turns it on, as in the Docker image; --no-demo or RAG_DEMO=0 off).",
     ),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        envvar="RAG_WORKERS",
+        help="Worker processes; they share nothing but the database, so any number serve the same answers.",
+    ),
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs)."""
+    """Serve the API (OpenAPI docs at /docs) until Ctrl-C or SIGTERM, which let requests in flight finish
+    (RAG_SHUTDOWN_GRACE_S)."""
+    import logging.config
+    import os
+
     import uvicorn
 
     from rag_server.api.app import SERVER_OPTIONS, create_app
+    from rag_server.api.logs import log_config
 
     current = settings()
+    logging.config.dictConfig(log_config(current))
     if demo:
         ingest_demo(current, port)
         if "default_domain" not in current.model_fields_set:
@@ -37,9 +50,22 @@ def serve(
             from rag_server.demo import DEMO_DOMAIN
 
             current = current.model_copy(update={"default_domain": DEMO_DOMAIN})
-    uvicorn.run(
-        create_app(current), host=host, port=port, log_level=current.log_level.lower(), **SERVER_OPTIONS
-    )
+            # Workers are new processes that read their settings from the environment.
+            os.environ["RAG_DEFAULT_DOMAIN"] = DEMO_DOMAIN
+    options = {
+        **SERVER_OPTIONS,
+        "host": host,
+        "port": port,
+        "log_config": log_config(current),
+        "log_level": current.log_level.lower(),
+        "access_log": False,  # ours (api/logs.py) names no query string
+        "timeout_graceful_shutdown": current.shutdown_grace_s,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(current), **options)
+    else:
+        # Each worker builds the app from the environment (create_app() with no settings).
+        uvicorn.run("rag_server.api.app:create_app", factory=True, workers=workers, **options)
 
 
 def ingest_demo(current: Settings, port: int = 8000) -> None:
