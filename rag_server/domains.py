@@ -52,6 +52,8 @@ class Domain:
     model: EmbeddingModel
     generation: int
     created_at: datetime
+    # The project that owns it (rag_server/projects.py); 'default' for domains made by the CLI.
+    project_id: int | None = None
 
     def index_name(self, precision: Precision = "vector") -> str:
         """The partial HNSW index over this domain's chunks at `precision`."""
@@ -75,13 +77,13 @@ def check_domain_name(name: str) -> str:
 
 
 _SELECT = """
-    SELECT d.id, d.name, d.generation, d.created_at, m.id, m.name, m.dimension
+    SELECT d.id, d.name, d.generation, d.created_at, m.id, m.name, m.dimension, d.project_id
     FROM domains d JOIN embedding_models m ON m.id = d.embedding_model_id
 """
 
 
 def _domain(row: tuple[Any, ...]) -> Domain:
-    return Domain(row[0], row[1], EmbeddingModel(row[4], row[5], row[6]), row[2], row[3])
+    return Domain(row[0], row[1], EmbeddingModel(row[4], row[5], row[6]), row[2], row[3], row[7])
 
 
 def get_domain(conn: psycopg.Connection[Any], name: str) -> Domain:
@@ -100,16 +102,22 @@ def list_domains(conn: psycopg.Connection[Any]) -> list[Domain]:
 
 
 def ensure_domain(
-    conn: psycopg.Connection[Any], name: str, model_name: str, dimension: int, hnsw: HnswOptions
+    conn: psycopg.Connection[Any],
+    name: str,
+    model_name: str,
+    dimension: int,
+    hnsw: HnswOptions,
+    project_id: int | None = None,
 ) -> Domain:
-    """The domain `name` and its HNSW index, created bound to the model if new; refuses a domain bound to
-    another model."""
+    """The domain `name` and its HNSW index, created bound to the model (and to `project_id`, else project
+    'default') if new; refuses a domain bound to another model."""
     check_domain_name(name)
     with conn.transaction():
         model = ensure_embedding_model(conn, model_name, dimension)
         conn.execute(
-            "INSERT INTO domains (name, embedding_model_id) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
-            (name, model.id),
+            """INSERT INTO domains (name, embedding_model_id, project_id)
+               VALUES (%s, %s, coalesce(%s, default_project_id())) ON CONFLICT (name) DO NOTHING""",
+            (name, model.id, project_id),
         )
         domain = get_domain(conn, name)
     if domain.model.id != model.id:

@@ -11,7 +11,12 @@ RagError                  anything the user can fix; the CLI prints it, the API 
 │   ├── SqlExecutionError validated SQL failed in the sandbox (timeout, cost cap, Postgres error)
 │   └── SqlDeclined       no SQL could be generated for the question
 ├── ModelError            the answering model could not be reached or answered nonsense
-└── NotFound              a domain or document that does not exist
+├── NotFound              a domain or document that does not exist
+└── AccessError           the caller may not do this now
+    ├── Unauthenticated   no API key, or one that is unknown or revoked
+    ├── Forbidden         the key's role or domains do not allow it
+    ├── RateLimited       the key's requests or tokens per minute are spent (`retry_after` seconds)
+    └── BudgetExceeded    the project's monthly budget would be passed
 """
 
 from __future__ import annotations
@@ -77,3 +82,39 @@ class ModelError(RagError):
 
 class NotFound(RagError):
     """A domain, document or other named thing does not exist."""
+
+
+class AccessError(RagError):
+    """The caller may not do this now; `headers` go out with the HTTP answer."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class Unauthenticated(AccessError):
+    """No API key, or one that is unknown or revoked."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AccessError):
+    """The key's role or granted domains do not allow the request."""
+
+
+class RateLimited(AccessError):
+    """A per-minute limit of the key is spent until the next window."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class BudgetExceeded(AccessError):
+    """The request's worst-case cost would take the project past its monthly budget."""

@@ -57,8 +57,9 @@ def database_url(embedded: EmbeddedServer) -> str:
 
 @pytest.fixture
 def settings(database_url: str, data_dir: Path) -> Settings:
-    """Settings pointing at a fresh database of the embedded server."""
-    return Settings(database_url=database_url, data_dir=data_dir, _env_file=None)
+    """Settings pointing at a fresh database of the embedded server (auth off: tests/api/test_auth.py turns
+    it on to test keys, roles, limits and budgets)."""
+    return Settings(database_url=database_url, data_dir=data_dir, auth_disabled=True, _env_file=None)
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 @pytest.fixture(scope="module")
 def module_settings(embedded: EmbeddedServer, data_dir: Path) -> Settings:
     """Settings on a database shared by the tests of one module (for corpora that take a while to ingest)."""
-    return Settings(database_url=_new_database(embedded), data_dir=data_dir, _env_file=None)
+    return Settings(database_url=_new_database(embedded), data_dir=data_dir, auth_disabled=True, _env_file=None)
 
 
 @pytest.fixture(scope="module")

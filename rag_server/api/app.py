@@ -14,7 +14,7 @@ from rag_server.api import docs, errors
 from rag_server.api.guard import MAX_REQUEST_HEAD_BYTES, RequestGuard
 from rag_server.api.logs import AccessLog
 from rag_server.api.metrics import Metrics, MetricsMiddleware
-from rag_server.api.routes import ask, domains, health, openai_compat, search
+from rag_server.api.routes import ask, domains, feedback, health, keys, openai_compat, search, usage
 from rag_server.api.timeout import RequestTimeout
 from rag_server.config import Settings, get_settings
 from rag_server.db import open_pool
@@ -24,7 +24,16 @@ from rag_server.pipeline import Pipeline
 from rag_server.retrieval.search import Searcher
 
 # A new resource is a module under api/routes with a `router`, listed here.
-ROUTERS = [health.router, search.router, ask.router, openai_compat.router, domains.router]
+ROUTERS = [
+    health.router,
+    search.router,
+    ask.router,
+    openai_compat.router,
+    domains.router,
+    feedback.router,
+    usage.router,
+    keys.router,
+]
 
 # How `rag-server serve` runs uvicorn: h11 with room for a long request line, so that our middleware, not
 # the HTTP parser, answers an overlong URL (414 with a reason rather than a bare 400 and a reset).

@@ -20,17 +20,22 @@ from starlette.exceptions import HTTPException
 
 from rag_server.api.schemas import ErrorDetail, ErrorResponse, error_content
 from rag_server.errors import (
+    AccessError,
+    BudgetExceeded,
     ConfigError,
     DatabaseError,
     EmbeddingModelMismatch,
+    Forbidden,
     IngestError,
     ModelError,
     NotFound,
     RagError,
+    RateLimited,
     RetrievalError,
     SqlDeclined,
     SqlExecutionError,
     SqlRejected,
+    Unauthenticated,
     UnknownFilterKey,
 )
 
@@ -48,6 +53,11 @@ STATUS: dict[type[RagError], int] = {
     SqlExecutionError: 422,
     ModelError: 502,
     NotFound: 404,
+    AccessError: 403,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    BudgetExceeded: 402,
+    RateLimited: 429,
 }
 
 # How much of a value sent an error may repeat: enough to recognise it, never the whole of a large body.
@@ -69,10 +79,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in [
         (400, "The request cannot be run as asked"),
+        (401, "No API key, or an unknown or revoked one (`Authorization: Bearer KEY`)"),
+        (402, "The project's monthly budget would be passed"),
+        (403, "The key's role or domains do not allow this"),
         (404, "A domain or document that does not exist"),
         (413, "The body is larger than RAG_MAX_BODY_BYTES"),
         (414, "The URL is too long"),
         (422, "A field is missing, malformed or out of range, or a filter names an unknown key"),
+        (429, "The key's requests or tokens per minute are spent; `Retry-After` says for how long"),
         (500, "A server fault (the message names no internals; the request id finds it in the log)"),
         (502, "The model could not be reached"),
         (503, "The database cannot be reached"),
@@ -162,8 +176,11 @@ def install(app: FastAPI) -> None:
         status, code = status_and_code(error)
         counted(request, code)
         message = printable(str(error))
+        headers = error.headers if isinstance(error, AccessError) else None
         return JSONResponse(
-            error_content(code, message, request_id(request), _rag_details(error)), status_code=status
+            error_content(code, message, request_id(request), _rag_details(error)),
+            status_code=status,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -6,9 +6,9 @@ Every body is typed (no free-form objects but the request's metadata filters and
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -243,3 +243,134 @@ def error_content(code: str, message: str, request_id: str, details: list[ErrorD
     """The JSON of an error response."""
     body = ErrorBody(code=code, message=message, request_id=request_id, details=details or [])
     return ErrorResponse(error=body).model_dump(mode="json")
+
+
+class DocumentIn(BaseModel):
+    """One document to ingest: its id in the domain, text, and optional title and metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: CleanStr = Field(min_length=1, max_length=500)
+    text: CleanStr = Field(min_length=1)
+    title: CleanStr | None = Field(default=None, max_length=1000)
+    metadata: Filters = Field(default_factory=dict, max_length=50)
+
+
+class DocumentsIn(BaseModel):
+    """POST /v1/domains/{domain}/documents (owner keys): documents added or updated (same id) in the domain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+
+
+class IngestOut(BaseModel):
+    domain: str
+    added: int
+    updated: int
+    unchanged: int
+    failed: int
+    chunks_embedded: int
+    failures: list[dict[str, str]]
+
+
+class DeletedOut(BaseModel):
+    domain: str
+    document_id: str
+    deleted: bool = True
+
+
+class KeyIn(BaseModel):
+    """POST /v1/keys (owner keys): a new key of the caller's project."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: CleanStr = Field(min_length=1, max_length=200)
+    role: Literal["reader", "owner"] = "reader"
+    domains: list[CleanStr] | None = Field(default=None, max_length=1000, description="None: every domain.")
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=1_000_000_000)
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never the key itself (`key` only in the answer that creates it)."""
+
+    id: int
+    project: str
+    name: str
+    prefix: str
+    role: str
+    domains: list[str] | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+    key: str | None = Field(default=None, description="The key, shown once, at creation.")
+
+    @classmethod
+    def of(cls, info: Any, key: str | None = None) -> KeyOut:
+        return cls(**{**info.__dict__, "key": key})
+
+
+class KeysOut(BaseModel):
+    keys: list[KeyOut]
+
+
+class FeedbackIn(BaseModel):
+    """POST /v1/feedback: was the answer of request `request_id` helpful; optionally which evidence was right."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: CleanStr = Field(min_length=1, max_length=200)
+    helpful: bool
+    comment: CleanStr | None = Field(default=None, max_length=4000)
+    correct_evidence: list[Annotated[int, Field(ge=1, le=1000)] | CleanStr] | None = Field(
+        default=None,
+        max_length=100,
+        description="Evidence numbers of that answer ([n]) or document ids that held the answer.",
+    )
+
+
+class FeedbackOut(BaseModel):
+    id: int
+
+
+class UsageTotals(BaseModel):
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cache_hits: int
+    abstentions: int
+    errors: int
+
+
+class UsageRowOut(UsageTotals):
+    """One day, route (or endpoint, when no route was taken) and key."""
+
+    day: date
+    route: str
+    key_id: int | None
+
+
+class BudgetOut(BaseModel):
+    month: date
+    budget_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    used: float | None
+    alert_at: float
+    # Past the alert share of the budget: a notice to act before requests are refused (402).
+    alert: bool
+
+
+class UsageOut(BaseModel):
+    """GET /v1/usage: a project's requests and spend by day, route and key, and its month's budget."""
+
+    project: str
+    key_id: int | None
+    days: int
+    totals: UsageTotals
+    rows: list[UsageRowOut]
+    budget: BudgetOut

@@ -6,6 +6,7 @@ import typer
 
 from rag_server import __version__
 from rag_server.cli import ask, bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
+from rag_server.cli import keys as keys_cli
 from rag_server.cli import llm as llm_cli
 from rag_server.cli import rerank as rerank_cli
 from rag_server.cli import tune as tune_cli
@@ -51,6 +52,8 @@ app.add_typer(sql.app, name="sql")
 app.add_typer(evaluate.app, name="eval")
 app.add_typer(bench.app, name="bench")
 app.add_typer(llm_cli.app, name="llm")
+app.add_typer(keys_cli.keys_app, name="keys")
+app.add_typer(keys_cli.projects_app, name="projects")
 
 
 def main() -> None:

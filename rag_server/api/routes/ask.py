@@ -16,11 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from rag_server.api.auth import CallerDep, check_domain
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
+from rag_server.api.metering import Meter, failed_status
 from rag_server.api.metrics import Metrics
 from rag_server.documents import check_filter_keys
 from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
+from rag_server.pipeline.quote import worst_case
 from rag_server.trace import RequestTrace
 
 router = APIRouter(tags=["ask"])
@@ -52,24 +55,41 @@ def observed(events: Iterable[Event], metrics: Metrics) -> Iterator[Event]:
         },
     },
 )
-async def ask(body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep) -> Any:
+async def ask(
+    body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep, principal: CallerDep
+) -> Any:
     """Answer a question from a domain's documents and tables, with checked citations, or abstain."""
     pipeline: Pipeline = request.app.state.pipeline
     trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
     domain = body.domain or settings.default_domain
+    await check_domain(pool, principal, domain)
 
     def check() -> None:
         with pool.connection() as conn:
             check_filter_keys(conn, domain, body.filters)
 
     await run_in_threadpool(check)
+    meter = Meter(pool, principal, "ask", domain, trace, body.question)
+    quote = worst_case(
+        settings,
+        pipeline.searcher.model,
+        body.question,
+        body.max_tokens or settings.answer_max_tokens,
+        body.k,
+    )
+    await meter.open(quote.tokens, quote.usd)
     streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
     metrics: Metrics = request.app.state.metrics
     if not streaming:
-        answer = await run_in_threadpool(pipeline.ask, body, trace)
+        try:
+            answer = await run_in_threadpool(pipeline.ask, body, trace)
+        except Exception as error:
+            await meter.aclose(failed_status(error))
+            raise
         metrics.observe_answer(answer)
+        await meter.aclose(200, answer)
         return answer
-    events = pipeline.events(body, trace)
+    events = meter.events(pipeline.events(body, trace))
     # The first event runs the search: a request that cannot start fails here, as a plain 4xx.
     first = await run_in_threadpool(next, events)
     frames: Iterator[str] = (frame(event) for event in observed(chain([first], events), metrics))

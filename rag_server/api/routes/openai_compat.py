@@ -19,12 +19,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag_server.api.auth import CallerDep, check_domain, visible
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
+from rag_server.api.metering import Meter, failed_status
 from rag_server.api.routes.ask import observed
 from rag_server.domains import list_domains
 from rag_server.errors import RetrievalError
 from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
+from rag_server.pipeline.quote import worst_case
 from rag_server.pipeline.schemas import MAX_QUESTION_CHARS, CitationOut
 from rag_server.trace import RequestTrace
 from rag_server.validation import CleanStr
@@ -128,12 +131,12 @@ class ModelList(BaseModel):
 
 
 @router.get("/v1/models", responses=ERROR_RESPONSES)
-async def models(pool: PoolDep) -> ModelList:
-    """The domains, as models to name in a chat completion."""
+async def models(pool: PoolDep, principal: CallerDep) -> ModelList:
+    """The domains the key may use, as models to name in a chat completion."""
 
     def run() -> ModelList:
         with pool.connection() as conn:
-            found = list_domains(conn)
+            found = visible(principal, list_domains(conn))
         return ModelList(data=[ModelCard(id=d.name, created=int(d.created_at.timestamp())) for d in found])
 
     return await run_in_threadpool(run)
@@ -150,19 +153,32 @@ async def models(pool: PoolDep) -> ModelList:
         },
     },
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request, settings: SettingsDep) -> Any:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, pool: PoolDep, settings: SettingsDep, principal: CallerDep
+) -> Any:
     """A cited answer in OpenAI's chat completion shape (non-streaming unless `stream` is true)."""
     pipeline: Pipeline = request.app.state.pipeline
     trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
     ask = AskRequest(
         question=body.question(), domain=body.model, max_tokens=body.max_completion_tokens or body.max_tokens
     )
+    await check_domain(pool, principal, body.model)
+    meter = Meter(pool, principal, "chat_completions", body.model, trace, ask.question)
+    quote = worst_case(
+        settings, pipeline.searcher.model, ask.question, ask.max_tokens or settings.answer_max_tokens
+    )
+    await meter.open(quote.tokens, quote.usd)
     created = int(time.time())
     if not body.stream:
-        answer = await run_in_threadpool(pipeline.ask, ask, trace)
+        try:
+            answer = await run_in_threadpool(pipeline.ask, ask, trace)
+        except Exception as error:
+            await meter.aclose(failed_status(error))
+            raise
         request.app.state.metrics.observe_answer(answer)
+        await meter.aclose(200, answer)
         return _completion(answer, body.model, created)
-    events = pipeline.events(ask, trace)
+    events = meter.events(pipeline.events(ask, trace))
     first = await run_in_threadpool(next, events)  # a request that cannot start is a plain 4xx
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     counted = observed(chain([first], events), request.app.state.metrics)

@@ -1,0 +1,66 @@
+"""Who is calling: the API key of `Authorization: Bearer KEY`, checked once per request, the request counted
+against the key's rate limit on the way (RAG_AUTH_DISABLED: the local owner of project 'default')."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from psycopg_pool import ConnectionPool
+
+from rag_server.api.deps import PoolDep, SettingsDep
+from rag_server.domains import Domain
+from rag_server.keys import Principal, authenticate, local_principal
+from rag_server.limits import count_request
+from rag_server.projects import domain_project
+
+
+def bearer(request: Request) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header, if any."""
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def caller(request: Request, pool: PoolDep, settings: SettingsDep) -> Principal:
+    """The request's principal; 401 without a valid key, 429 past the key's requests per minute."""
+    key = bearer(request)
+
+    def run() -> Principal:
+        with pool.connection() as conn:
+            if settings.auth_disabled:
+                return local_principal(conn)
+            principal = authenticate(conn, key)
+            count_request(conn, principal)
+            return principal
+
+    principal = await run_in_threadpool(run)
+    request.state.principal = principal
+    return principal
+
+
+CallerDep = Annotated[Principal, Depends(caller)]
+
+
+async def check_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
+    """403 unless the key may use `domain` (granted to it, of its project)."""
+    if principal.unrestricted:
+        return
+
+    def run() -> int | None:
+        with pool.connection() as conn:
+            return domain_project(conn, domain)
+
+    principal.check_domain(domain, await run_in_threadpool(run))
+
+
+def visible(principal: Principal, domains: list[Domain]) -> list[Domain]:
+    """The domains the key may use: its project's, narrowed to those granted to it."""
+    if principal.unrestricted:
+        return domains
+    return [
+        domain
+        for domain in domains
+        if domain.project_id == principal.project_id
+        and (principal.domains is None or domain.name in principal.domains)
+    ]
