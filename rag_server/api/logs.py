@@ -49,8 +49,9 @@ class RedactSecrets(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
-        if isinstance(getattr(record, "path", None), str):
-            record.path = redact(record.path)
+        path = getattr(record, "path", None)
+        if isinstance(path, str):
+            record.__dict__["path"] = redact(path)
         return True
 
 

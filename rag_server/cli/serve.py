@@ -35,6 +35,7 @@ def serve(
     (RAG_SHUTDOWN_GRACE_S)."""
     import logging.config
     import os
+    import sys
 
     import uvicorn
 
@@ -64,6 +65,9 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(current), **options)
     else:
+        # Worker processes are spawned; multiprocessing's resource tracker would print a plain-text warning
+        # on shutdown about the locks each worker's progress bars made (it frees them): not a log line.
+        sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         # Each worker builds the app from the environment (create_app() with no settings).
         uvicorn.run("rag_server.api.app:create_app", factory=True, workers=workers, **options)
 
