@@ -1,4 +1,4 @@
-"""`rag-server bench ingest|retrieval|router|answer`: benchmarks that print ratios and write JSON."""
+"""`rag-server bench ingest|retrieval|router|answer|domains|api`: printed ratios, written as JSON."""
 
 from __future__ import annotations
 
@@ -253,4 +253,67 @@ def bench_answer(
             f"ttft p50 {figures['ttft_ms']['p50']:.1f} ms; "
             + (f"{rate['p50']:.1f} tokens/s" if rate else "no model configured (extractive answers)")
         )
+    typer.echo(f"written to {output}")
+
+
+@app.command("api")
+@reports_errors
+def bench_api(
+    domain: str = typer.Option("demo", "--domain", "-d", help="Domain to query (demo: ingested if missing)."),
+    workers: int = typer.Option(2, min=1, max=64, help="Worker processes of the server measured."),
+    clients: list[int] = typer.Option(
+        [1, 8, 32], "--clients", min=1, max=1000, help="Concurrent clients of a level (repeatable)."
+    ),
+    requests: int = typer.Option(500, min=1, help="Requests per level and endpoint, at most."),
+    seconds: float = typer.Option(20.0, min=0.1, help="Seconds per level and endpoint, at most."),
+    question: str = typer.Option(
+        None,
+        help="The question asked again and again for cached /v1/ask (default: the demo answer set's first).",
+    ),
+    output: Path = typer.Option(Path("reports/bench-api.json"), "--json", help="Where to write the JSON."),
+) -> None:
+    """/v1/search and cached /v1/ask under 1, 8, 32 concurrent clients (requests/s, p50, p95) against
+    `serve --workers N` on loopback, next to the same calls in-process."""
+    import json
+    from importlib.resources import files
+
+    from evals.bench_api import request_headers, run_api_bench, served_api, table
+    from rag_server.cli.serve import ingest_demo
+    from rag_server.demo import DEMO_DOMAIN
+    from rag_server.domains import get_domain
+    from rag_server.errors import NotFound
+    from rag_server.pipeline import Pipeline
+    from rag_server.retrieval.search import Searcher
+
+    current = settings()
+    text = files("evals").joinpath("sets/demo/answers.jsonl").read_text()
+    queries = [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
+    with database(current) as pool:
+        with pool.connection() as conn:
+            try:
+                get_domain(conn, domain)
+            except NotFound:
+                if domain != DEMO_DOMAIN:
+                    raise
+                ingest_demo(current)
+        searcher = Searcher(pool, get_embedder(current), current)
+        pipeline = Pipeline(searcher, current)
+        # The server runs without keys (RAG_AUTH_DISABLED=1, loopback only); request_headers(key) takes one.
+        with served_api(workers) as base_url:
+            result = run_api_bench(
+                base_url,
+                searcher,
+                pipeline,
+                domain,
+                queries,
+                question or queries[0],
+                clients,
+                requests,
+                seconds,
+                request_headers(),
+            )
+    result["workers"] = workers
+    write_json(output, result)
+    typer.echo(f"serve --workers {workers} on loopback, domain '{domain}'; load from this process\n")
+    typer.echo(table(result))
     typer.echo(f"written to {output}")
