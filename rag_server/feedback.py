@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from rag_server.errors import NotFound, RagError
 from rag_server.keys import Principal
+from rag_server.routing.model import ROUTER_ROUTES, LabeledQuestion
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,17 @@ def write_beir(found: Labels, folder: Path, split: str = "train") -> int:
             for document, grade in documents.items():
                 out.write(f"{query_id}\t{document}\t{grade}\n")
     return len(found.questions)
+
+
+def route_labels(conn: psycopg.Connection[Any], domain: str) -> list[LabeledQuestion]:
+    """Questions of the domain whose answer was marked helpful, labeled with the route that answered them:
+    rows for `train-router --from-feedback` (an unhelpful answer says the route was wrong, not which was right)."""
+    rows = conn.execute(
+        """SELECT DISTINCT ON (r.question) r.question, r.route
+           FROM feedback f JOIN requests r ON r.id = f.request_id
+           WHERE r.domain = %s AND r.question IS NOT NULL AND f.helpful
+             AND r.route = ANY(%s)
+           ORDER BY r.question, f.id DESC""",
+        (domain, list(ROUTER_ROUTES)),
+    ).fetchall()
+    return [LabeledQuestion(question, route, None) for question, route in rows]

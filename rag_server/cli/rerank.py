@@ -9,6 +9,7 @@ import typer
 from tqdm import tqdm
 
 from rag_server.cli._common import database, print_json, reports_errors, settings
+from rag_server.config import Settings
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 
@@ -19,11 +20,16 @@ app = typer.Typer(help="Per-domain rerankers: their promotion decisions.", no_ar
 def train_reranker(
     domain: str = typer.Option(..., "--domain", "-d", help="The domain to train for (its corpus ingested)."),
     dataset: Path = typer.Option(
-        ...,
+        None,
         "--dataset",
         exists=True,
         file_okay=False,
         help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.",
+    ),
+    from_feedback: bool = typer.Option(
+        False,
+        "--from-feedback",
+        help="Train on the API's feedback on the domain's answers (POST /v1/feedback) instead of --dataset.",
     ),
     split: str = typer.Option(
         None, help="Labeled questions to train on (default: train if qrels/train.tsv exists, else test)."
@@ -54,11 +60,15 @@ def train_reranker(
     from ingest.pipeline import Ingestion
     from rag_server.retrieval.search import Searcher
 
+    if (dataset is None) == (not from_feedback):
+        raise RagError("give either --dataset FOLDER or --from-feedback")
+    current = settings()
+    if from_feedback:
+        dataset, split, ingest = _feedback_dataset(current, domain), "train", False
     if split is None:
         split = "train" if (dataset / "qrels" / "train.tsv").is_file() else "test"
     if eval_split is not None and eval_split == split:
         raise RagError("--eval-split must differ from --split (the decision needs held-out questions)")
-    current = settings()
     with database(current) as pool:
         if ingest:
             if not (dataset / "corpus.jsonl").is_file():
@@ -101,6 +111,29 @@ def train_reranker(
             f"{test['split']} ({test['questions']} questions): hybrid {test['baseline_ndcg@10']:.4f}, "
             f"reranked {test['reranked_ndcg@10']:.4f}"
         )
+
+
+# Fewer labeled questions than this cannot fill the folds of a held-out decision.
+MIN_FEEDBACK_QUESTIONS = 10
+
+
+def _feedback_dataset(current: Settings, domain: str) -> Path:
+    """The domain's feedback as a BEIR folder (queries and train judgements) in a temporary directory."""
+    import tempfile
+
+    from rag_server.feedback import labels, write_beir
+
+    with database(current) as pool, pool.connection() as conn:
+        found = labels(conn, domain)
+    if len(found.questions) < MIN_FEEDBACK_QUESTIONS:
+        raise RagError(
+            f"domain {domain!r} has feedback naming the right evidence on {len(found.questions)} questions; "
+            f"training needs at least {MIN_FEEDBACK_QUESTIONS} (POST /v1/feedback with correct_evidence or helpful)"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="rag-feedback-"))
+    write_beir(found, folder)
+    typer.echo(f"feedback: {len(found.questions)} labeled questions of domain {domain!r}", err=True)
+    return folder
 
 
 @app.command("list")

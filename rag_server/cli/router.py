@@ -11,6 +11,7 @@ import typer
 from rag_server.cli._common import database, print_json, reports_errors, settings
 from rag_server.domains import get_domain
 from rag_server.embedding import get_embedder
+from rag_server.errors import RagError
 
 if TYPE_CHECKING:
     from rag_server.routing.model import LabeledQuestion
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 @reports_errors
 def train_router(
     data: list[Path] = typer.Option(
-        ...,
+        None,
         "--data",
         exists=True,
         dir_okay=False,
@@ -37,6 +38,12 @@ def train_router(
     c: float = typer.Option(
         1.0, min=1e-4, help="Inverse regularization strength of the logistic regression."
     ),
+    from_feedback: bool = typer.Option(
+        False,
+        "--from-feedback",
+        help="Also train on the domain's questions whose answers were marked helpful (POST /v1/feedback), "
+        "labeled with the route that answered them (needs --domain).",
+    ),
     output: Path = typer.Option(None, "--out", help="Also write the model as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the training metrics as JSON."),
 ) -> None:
@@ -44,8 +51,19 @@ def train_router(
     from rag_server.routing.model import load_labeled, save_model, train, train_with_default
     from rag_server.routing.router import QueryRouter
 
-    rows = [row for path in data for row in load_labeled(path)]
+    rows = [row for path in data or [] for row in load_labeled(path)]
     current = settings()
+    if from_feedback:
+        if not domain:
+            raise RagError("--from-feedback needs --domain (the feedback on that domain's answers)")
+        from rag_server.feedback import route_labels
+
+        with database(current) as pool, pool.connection() as conn:
+            found_rows = route_labels(conn, domain)
+        typer.echo(f"feedback: {len(found_rows)} helpful answers of domain {domain!r}", err=True)
+        rows += found_rows
+    if not rows and not with_default:
+        raise RagError("nothing to train on: give --data FILE, --from-feedback or keep --with-default")
     embedder = get_embedder(current)
     with database(current) as pool:
         vocabulary = None
