@@ -1,9 +1,10 @@
 """Prometheus metrics (`GET /metrics`): requests and latency per endpoint, latency per pipeline stage, routes,
-answer-cache hits, abstentions, tokens and dollars, errors by code.
+answer-cache hits, abstentions, tokens and dollars, errors by code; each project's budget (read from Postgres
+at scrape time, so every worker reports the same shared figure).
 
 One registry per application (not the library's global one), so that several apps in one process (tests)
 do not collide. Labels are bounded: endpoints are route templates, never raw paths; no key, question or
-domain value is ever a label.
+domain value is ever a label (project names are: an operator creates them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rag_server.pipeline.schemas import AskResponse
@@ -39,6 +47,13 @@ class Metrics:
         self.tokens = Counter("rag_model_tokens", "Model tokens", ["kind"], registry=r)
         self.cost = Counter("rag_model_cost_usd", "Model spend in dollars", registry=r)
         self.errors = Counter("rag_errors", "Error responses by code", ["code"], registry=r)
+        self.budget_spent = Gauge("rag_budget_spent_usd", "Dollars spent this month", ["project"], registry=r)
+        self.budget_used = Gauge(
+            "rag_budget_used_ratio", "Share of the monthly budget spent", ["project"], registry=r
+        )
+        self.budget_alert = Gauge(
+            "rag_budget_alert", "1 once the spend passed the project's alert share", ["project"], registry=r
+        )
 
     def observe_timings(self, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():
@@ -59,6 +74,14 @@ class Metrics:
         self.tokens.labels("cached_prompt").inc(usage.cached_prompt_tokens)
         self.tokens.labels("completion").inc(usage.completion_tokens)
         self.cost.inc(usage.cost_usd)
+
+    def observe_budgets(self, budgets: dict[str, Any]) -> None:
+        """Set each project's budget gauges from its BudgetStatus (projects without a budget: spend only)."""
+        for project, status in budgets.items():
+            self.budget_spent.labels(project).set(status.spent_usd)
+            if status.used is not None:
+                self.budget_used.labels(project).set(status.used)
+                self.budget_alert.labels(project).set(1 if status.alert else 0)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -355,6 +355,9 @@ def test_budget_holds_under_20_concurrent_requests(
         usage = HTTP.get(f"{server}/v1/usage", headers=_auth(key)).json()["budget"]
         assert usage["alert"] and usage["budget_usd"] == pytest.approx(spent + 0.01)
         assert ask(99).status_code == 402
+        metrics = HTTP.get(f"{server}/metrics").text
+        assert 'rag_budget_alert{project="capped"} 1.0' in metrics
+        assert 'rag_errors_total{code="budget_exceeded"}' in metrics
     finally:
         with open_pool(module_settings) as pool, pool.connection() as conn:
             assign_domain(conn, "small", get_project(conn, "acme").id)

@@ -13,6 +13,8 @@ from rag_server.api.deps import PoolDep
 from rag_server.api.errors import ERROR_RESPONSES
 from rag_server.api.schemas import Health, Readiness
 from rag_server.db import list_migrations
+from rag_server.limits import BudgetStatus, budget_status
+from rag_server.projects import list_projects
 
 router = APIRouter(tags=["health"])
 
@@ -62,5 +64,15 @@ async def ready(request: Request, pool: PoolDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
-    body, content_type = request.app.state.metrics.exposition()
+    metrics = request.app.state.metrics
+
+    def budgets() -> dict[str, BudgetStatus]:
+        try:
+            with request.app.state.pool.connection(timeout=READY_TIMEOUT_S) as conn:
+                return {project.name: budget_status(conn, project.id) for project in list_projects(conn)}
+        except (psycopg.Error, PoolTimeout):
+            return {}  # the database is down: /readyz says so, the other metrics still come
+
+    metrics.observe_budgets(await run_in_threadpool(budgets))
+    body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)
