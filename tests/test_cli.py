@@ -206,6 +206,7 @@ def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Sett
     port = _free_port()
     env = {**os.environ, **_env(settings), "RAG_DATA_DIR": str(settings.data_dir)}
     env.pop("RAG_DEFAULT_DOMAIN", None)
+    env.pop("RAG_AUTH_DISABLED", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "rag_server", "serve", "--demo", "--port", str(port)],
         env=env,
@@ -237,9 +238,47 @@ def test_serve_demo_answers_without_a_domain_and_stops_on_sigterm(settings: Sett
     assert server.returncode in (0, -signal.SIGTERM), stderr
     assert "Application shutdown complete" in stderr and "Traceback" not in stderr
     assert f"localhost:{port}/v1/ask" in stderr  # the printed examples name the port it listens on
+    assert "auth is off (loopback only)" in stderr  # the demo on loopback needs no key, and says so
     # The first run says what takes its minutes (a fresh database: the corpus is embedded, the router trained).
     for step in ("demo: ingesting", "chunks embedded", "demo: training the demo router"):
         assert step in stderr
+
+
+def test_serve_refuses_auth_off_beyond_loopback_and_asks_for_keys_otherwise(settings: Settings) -> None:
+    open_to_all = run_cli("serve", "--host", "0.0.0.0", env={**_env(settings), "RAG_AUTH_DISABLED": "1"})
+    assert open_to_all.returncode != 0
+    assert "RAG_AUTH_DISABLED is for a server on loopback only" in open_to_all.stderr
+    demo_everywhere = run_cli(
+        "serve", "--demo", "--host", "0.0.0.0", env={**_env(settings), "RAG_AUTH_DISABLED": "1"}
+    )
+    assert demo_everywhere.returncode != 0 and "keys create" in demo_everywhere.stderr
+
+
+def test_keys_and_projects_from_the_command_line(settings: Settings) -> None:
+    env = _env(settings)
+    assert run_cli("projects", "create", "team", "--budget", "25", env=env).returncode == 0
+    made = run_cli(
+        "keys", "create", "--project", "team", "--name", "ci", "--role", "owner", "--rpm", "60", env=env
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("rk_") and "shown once" in made.stderr
+    listed = run_cli("keys", "list", "--project", "team", "--json", env=env)
+    rows = json.loads(listed.stdout)
+    assert [(r["name"], r["role"], r["requests_per_minute"], r["key"]) for r in rows] == [
+        ("ci", "owner", 60, None)
+    ]
+    assert key not in listed.stdout and key[:10] == rows[0]["prefix"]
+    assert run_cli("keys", "revoke", str(rows[0]["id"]), env=env).returncode == 0
+    assert json.loads(run_cli("keys", "list", "--json", env=env).stdout)[0]["revoked_at"]
+    budget = json.loads(run_cli("projects", "list", "--json", env=env).stdout)
+    assert {"name": "team", "budget_usd": 25.0}.items() <= next(
+        p for p in budget if p["name"] == "team"
+    ).items()
+    bad_role = run_cli("keys", "create", "--name", "x", "--role", "admin", env=env)
+    assert bad_role.returncode != 0 and "unknown role" in bad_role.stderr
+    unknown = run_cli("keys", "create", "--project", "nope", "--name", "x", env=env)
+    assert unknown.returncode != 0 and "no project 'nope'" in unknown.stderr
 
 
 def test_ask_streams_an_answer_and_prints_the_api_body_with_json(settings: Settings, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def serve(
     from rag_server.api.app import SERVER_OPTIONS, create_app
     from rag_server.api.logs import log_config
 
-    current = settings()
+    current = _auth_policy(settings(), host, demo)
     logging.config.dictConfig(log_config(current))
     if demo:
         ingest_demo(current, port)
@@ -70,6 +70,35 @@ def serve(
         sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         # Each worker builds the app from the environment (create_app() with no settings).
         uvicorn.run("rag_server.api.app:create_app", factory=True, workers=workers, **options)
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _auth_policy(current: Settings, host: str, demo: bool) -> Settings:
+    """Keys are needed unless auth is off, which only a server on loopback may be: the demo there turns it off
+    by itself (and says so) unless RAG_AUTH_DISABLED is set either way."""
+    import os
+
+    from rag_server.errors import ConfigError
+
+    loopback = host in LOOPBACK or host.startswith("127.")
+    if demo and loopback and "auth_disabled" not in current.model_fields_set:
+        current = current.model_copy(update={"auth_disabled": True})
+        os.environ["RAG_AUTH_DISABLED"] = "1"  # for worker processes
+    if current.auth_disabled and not loopback:
+        raise ConfigError(
+            f"RAG_AUTH_DISABLED is for a server on loopback only, not on {host}: create keys instead "
+            "(rag-server keys create --name NAME)"
+        )
+    if current.auth_disabled:
+        typer.echo("auth is off (loopback only): requests need no API key", err=True)
+    else:
+        typer.echo(
+            "requests need an API key ('Authorization: Bearer KEY'): rag-server keys create --name NAME",
+            err=True,
+        )
+    return current
 
 
 def ingest_demo(current: Settings, port: int = 8000) -> None:
