@@ -14,7 +14,7 @@ from rag_server.api import docs, errors
 from rag_server.api.guard import MAX_REQUEST_HEAD_BYTES, RequestGuard
 from rag_server.api.logs import AccessLog
 from rag_server.api.metrics import Metrics, MetricsMiddleware
-from rag_server.api.routes import ask, domains, feedback, health, keys, openai_compat, search, usage
+from rag_server.api.routes import ask, domains, feedback, health, keys, openai_compat, search, usage, web
 from rag_server.api.timeout import RequestTimeout
 from rag_server.config import Settings, get_settings
 from rag_server.db import open_pool
@@ -33,6 +33,7 @@ ROUTERS = [
     feedback.router,
     usage.router,
     keys.router,
+    web.router,
 ]
 
 # How `rag-server serve` runs uvicorn: h11 with room for a long request line, so that our middleware, not
