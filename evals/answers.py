@@ -28,7 +28,7 @@ from evals.metrics import percentile
 from rag_server.answer.abstention import GUESS_COST, Calibration
 from rag_server.answer.citations import MARKER
 from rag_server.answer.evidence import Evidence
-from rag_server.answer.signals import FEATURES, Lexicon, support
+from rag_server.answer.signals import CALIBRATED, FEATURES, Lexicon, support
 from rag_server.errors import RagError
 from rag_server.pipeline import AskRequest, AskResponse, Pipeline
 from rag_server.trace import RequestTrace
@@ -243,13 +243,22 @@ def _round(value: float) -> float:
 def fit_calibration(report: AnswerReport, lexicon: Lexicon, fitted_on: str) -> Calibration:
     """Fit the answerability model on a run and choose each operating point's threshold on it."""
     outcomes = [o for o in report.outcomes if not o.response.abstained and o.response.answerable < 1.0]
-    x = np.array([[o.response.signals[f] for f in FEATURES] for o in outcomes])
+    x = np.array([[o.response.signals[f] for f in CALIBRATED] for o in outcomes])
     y = np.array([o.question.answerable for o in outcomes], dtype=int)
-    return fit_signals(x, y, support_threshold(report, lexicon), fitted_on)
+    return fit_signals(x, y, support_threshold(report, lexicon), fitted_on, CALIBRATED)
 
 
-def fit_signals(x: np.ndarray, y: np.ndarray, support: float, fitted_on: str) -> Calibration:
-    """The logistic model over signal rows `x` with answerable labels `y`, and its thresholds.
+def fit_signals(
+    x: np.ndarray,
+    y: np.ndarray,
+    support: float,
+    fitted_on: str,
+    features: tuple[str, ...] = FEATURES,
+    regularization: float = 0.1,
+) -> Calibration:
+    """The logistic model over signal rows `x` (one column per name in `features`) with answerable labels
+    `y`, and its thresholds. `regularization` is the inverse strength C (0.1: the signals are correlated and
+    weak, and a milder fit held up better out of fold on the calibration questions).
 
     Both classes weigh half (fit and thresholds alike), so the thresholds hold for an even mix of answerable
     and unanswerable questions rather than for the calibration set's own mix."""
@@ -260,11 +269,13 @@ def fit_signals(x: np.ndarray, y: np.ndarray, support: float, fitted_on: str) ->
     weights = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    model = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / scale, y, sample_weight=weights)
+    model = LogisticRegression(C=regularization, max_iter=1000).fit(
+        (x - mean) / scale, y, sample_weight=weights
+    )
     probabilities = model.predict_proba((x - mean) / scale)[:, 1]
     cautious, balanced = _thresholds(probabilities, y, weights)
     return Calibration(
-        FEATURES,
+        features,
         tuple(mean.round(6).tolist()),
         tuple(scale.round(6).tolist()),
         tuple(model.coef_[0].round(6).tolist()),

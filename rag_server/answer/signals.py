@@ -40,6 +40,20 @@ FEATURES: tuple[str, ...] = (
     "sql_rows",
     "name_missing",
     "number_missing",
+    "best_score",
+    "name_missing_sentence",
+    "evidence_gap",
+)
+# The features the packaged calibration is fitted on: the subset that best separated answerable from
+# unanswerable SQuAD 2.0 questions in cross-validation on the calibration questions (docs/answers.md); the
+# others are still computed and reported with each answer.
+CALIBRATED: tuple[str, ...] = (
+    "best_score",
+    "evidence_coverage",
+    "name_missing",
+    "name_missing_sentence",
+    "answer_type",
+    "evidence_gap",
 )
 
 
@@ -149,7 +163,17 @@ def features(question: str, ranked: Sequence[Scored], lexicon: Lexicon) -> dict[
         "sql_rows": float(table and bool(best.sentence.evidence.rows)),
         "name_missing": _missing(_names(question), best.sentence.evidence.text),
         "number_missing": _missing(set(_NUMBERS.findall(question)), best.sentence.evidence.text),
+        "best_score": best.score,
+        "name_missing_sentence": _missing(_names(question), best.sentence.text),
+        "evidence_gap": _evidence_gap(ranked),
     }
+
+
+def _evidence_gap(ranked: Sequence[Scored]) -> float:
+    """How far the first evidence's retrieval score leads the second's (0 with one, or with a table)."""
+    by_rank = {s.sentence.rank: s.sentence.evidence.score for s in ranked}
+    first, second = by_rank.get(0), by_rank.get(1)
+    return first - second if first is not None and second is not None else 0.0
 
 
 def _names(question: str) -> set[str]:

@@ -76,3 +76,17 @@ def test_calibration_separates_and_orders_its_operating_points(tmp_path: Path) -
     assert calibration.thresholds["cautious"] >= calibration.thresholds["balanced"]
     calibration.save(tmp_path / "calibration.json")
     assert Calibration.load(tmp_path / "calibration.json") == calibration
+
+
+def test_calibration_on_a_subset_of_the_signals_reads_only_those(tmp_path: Path) -> None:
+    """A model fitted on named features keeps their names, and answers from a full signal dict."""
+    rng = np.random.default_rng(1)
+    answerable = rng.random(300) < 0.5
+    chosen = ("best_score", "name_missing")
+    x = np.column_stack([np.where(answerable, 0.8, 0.4) + rng.normal(0, 0.2, 300), rng.random(300)])
+    calibration = fit_signals(x, answerable.astype(int), 0.5, "synthetic", chosen)
+    assert calibration.features == chosen and len(calibration.coef) == 2
+    calibration.save(tmp_path / "subset.json")
+    loaded = Calibration.load(tmp_path / "subset.json")
+    signals = dict.fromkeys(FEATURES, 0.0)
+    assert loaded.answerable(signals | {"best_score": 0.9}) > loaded.answerable(signals | {"best_score": 0.3})
