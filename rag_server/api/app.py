@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.pool = pool
             app.state.searcher = Searcher(pool, get_embedder(answering), answering)
             app.state.pipeline = Pipeline(app.state.searcher, answering)
+            # The built-in router model is trained once per data dir (then cached): here, on the main thread,
+            # not inside the first request's worker thread, where BLAS threads made it take many minutes.
+            app.state.searcher.router.warm()
             yield
 
     app = FastAPI(

@@ -264,6 +264,10 @@ class QueryRouter:
             self._models[domain.id] = cached
         return (cached[1], cached[2]) if cached[1] is not None else None
 
+    def warm(self) -> None:
+        """Load (or, the first time for this data dir, train) the built-in model now rather than on first use."""
+        self._default_model()
+
     def _default_model(self) -> RouterModel:
         with self._lock:
             if self._default is None:
