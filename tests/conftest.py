@@ -72,7 +72,9 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 @pytest.fixture(scope="module")
 def module_settings(embedded: EmbeddedServer, data_dir: Path) -> Settings:
     """Settings on a database shared by the tests of one module (for corpora that take a while to ingest)."""
-    return Settings(database_url=_new_database(embedded), data_dir=data_dir, auth_disabled=True, _env_file=None)
+    return Settings(
+        database_url=_new_database(embedded), data_dir=data_dir, auth_disabled=True, _env_file=None
+    )
 
 
 @pytest.fixture(scope="module")
