@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import typer
@@ -10,6 +11,9 @@ from tqdm import tqdm
 
 from rag_server.cli._common import database, reports_errors, settings
 from rag_server.config import Settings
+
+# What serve says (the auth policy, the demo's steps) goes through logging, in RAG_LOG_FORMAT like the rest.
+log = logging.getLogger("rag_server.serve")
 
 
 @reports_errors
@@ -42,8 +46,10 @@ def serve(
     from rag_server.api.app import SERVER_OPTIONS, create_app
     from rag_server.api.logs import log_config
 
-    current = _auth_policy(settings(), host, demo)
+    current = settings()
+    # First of all, so that every line on stderr has the format RAG_LOG_FORMAT asks for (JSON: one object each).
     logging.config.dictConfig(log_config(current))
+    current = _auth_policy(current, host, demo)
     if demo:
         ingest_demo(current, port)
         if "default_domain" not in current.model_fields_set:
@@ -92,12 +98,9 @@ def _auth_policy(current: Settings, host: str, demo: bool) -> Settings:
             "(rag-server keys create --name NAME)"
         )
     if current.auth_disabled:
-        typer.echo("auth is off (loopback only): requests need no API key", err=True)
+        log.warning("auth is off (loopback only): requests need no API key")
     else:
-        typer.echo(
-            "requests need an API key ('Authorization: Bearer KEY'): rag-server keys create --name NAME",
-            err=True,
-        )
+        log.info("requests need an API key ('Authorization: Bearer KEY'): rag-server keys create --name NAME")
     return current
 
 
@@ -128,14 +131,17 @@ def ingest_demo(current: Settings, port: int = 8000) -> None:
         tables = import_table_files(pool, ingestion.domain(DEMO_DOMAIN), table_files(), DEMO_TYPES)
         trained = train_demo_router(pool, current)
     for failure in tables["failed"]:
-        typer.echo(f"demo table {failure['path']} failed: {failure['reason']}", err=True)
+        log.warning("demo table %s failed: %s", failure["path"], failure["reason"])
     if trained:
-        typer.echo(f"demo router trained: {trained}", err=True)
+        log.info("demo router trained: %s", trained)
     commands = "\n".join(f"  {command}" for command in try_commands(port))
-    typer.echo(
-        f"demo corpus in domain '{DEMO_DOMAIN}': {summary.documents_added} added, "
-        f"{summary.documents_unchanged} unchanged; {len(tables['imported'])} tables. Try:\n{commands}",
-        err=True,
+    log.info(
+        "demo corpus in domain '%s': %d added, %d unchanged; %d tables. Try:\n%s",
+        DEMO_DOMAIN,
+        summary.documents_added,
+        summary.documents_unchanged,
+        len(tables["imported"]),
+        commands,
     )
 
 
@@ -183,4 +189,4 @@ def train_demo_router(pool: ConnectionPool, current: Settings) -> str | None:
 
 def _step(message: str) -> None:
     """One line on stderr saying what `serve --demo` is doing."""
-    typer.echo(f"demo: {message}", err=True)
+    log.info("demo: %s", message)
