@@ -221,15 +221,16 @@ def bench_answer(
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
+    from rag_server.local_llm import local_model
     from rag_server.pipeline import Pipeline
     from rag_server.retrieval.search import Searcher
 
-    current = settings()
     text = (
         questions.read_text() if questions else files("evals").joinpath("sets/demo/answers.jsonl").read_text()
     )
     texts = [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
-    with database(current) as pool:
+    # RAG_LOCAL_LLM: the packaged local model, served on loopback for the run, gives the TTFT and tokens/s.
+    with local_model(settings()) as current, database(current) as pool:
         with pool.connection() as conn:
             try:
                 get_domain(conn, domain)
