@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -24,7 +21,8 @@ from rag_server.api.schemas import (
     IngestOut,
 )
 from rag_server.documents import delete_document, list_documents
-from rag_server.domains import HnswOptions, ensure_domain, list_domains
+from rag_server.domains import list_domains
+from rag_server.services import documents as document_service
 
 router = APIRouter(tags=["domains"])
 
@@ -72,30 +70,17 @@ async def add_documents(
     embedded before the answer. A document that cannot be used is reported in `failures`; the rest land."""
     principal.require_owner("ingesting documents")
     await check_domain(pool, principal, domain)
-    searcher = request.app.state.searcher
     settings = request.app.state.settings
 
     def run() -> IngestOut:
-        from ingest.pipeline import Ingestion
-
-        ingestion = Ingestion.from_settings(pool, settings)
-        with pool.connection() as conn:
-            # A new domain belongs to the caller's project.
-            ensure_domain(
-                conn,
-                domain,
-                searcher.embedder.name,
-                searcher.embedder.dimension,
-                HnswOptions.from_settings(settings),
-                principal.project_id,
-            )
-        with tempfile.TemporaryDirectory(prefix="rag-upload-") as folder:
-            # One file per request: a document's source names the upload that brought it.
-            path = FilePath(folder) / f"api-{request_id(request) or 'upload'}.jsonl"
-            with path.open("w", encoding="utf-8") as out:
-                for document in body.documents:
-                    out.write(json.dumps(document.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
-            summary = ingestion.run([FilePath(folder)], domain)
+        summary = document_service.add_documents(
+            pool,
+            settings,
+            domain,
+            (document.model_dump(exclude_none=True) for document in body.documents),
+            f"api-{request_id(request) or 'upload'}",
+            principal.project_id,
+        )
         return IngestOut(
             domain=domain,
             added=summary.documents_added,
