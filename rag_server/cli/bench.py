@@ -65,11 +65,11 @@ def bench_router(
 ) -> None:
     """Router latency p50/p95 next to the embedding and a hybrid search on the same questions."""
     from evals.bench_router import load_questions, run_router_bench
-    from rag_server.cli.serve import ingest_demo
     from rag_server.demo import DEMO_DOMAIN, routing_data
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
     from rag_server.retrieval.search import Searcher
+    from rag_server.services.demo import setup_demo
 
     current = settings()
     with database(current) as pool:
@@ -81,7 +81,7 @@ def bench_router(
                     raise
                 found = None
         if found is None:
-            ingest_demo(current)
+            setup_demo(current)
             with pool.connection() as conn:
                 found = get_domain(conn, domain)
         texts = load_questions(questions or [routing_data()])
@@ -217,13 +217,13 @@ def bench_answer(
     from importlib.resources import files
 
     from evals.bench_answer import run_answer_bench
-    from rag_server.cli.serve import ingest_demo
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
     from rag_server.local_llm import local_model
     from rag_server.pipeline import Pipeline
     from rag_server.retrieval.search import Searcher
+    from rag_server.services.demo import setup_demo
 
     text = (
         questions.read_text() if questions else files("evals").joinpath("sets/demo/answers.jsonl").read_text()
@@ -237,7 +237,7 @@ def bench_answer(
             except NotFound:
                 if domain != DEMO_DOMAIN:
                     raise
-                ingest_demo(current)
+                setup_demo(current)
         embedder = get_embedder(current)
         pipelines = {}
         for depth in depths:
@@ -279,12 +279,12 @@ def bench_api(
     from importlib.resources import files
 
     from evals.bench_api import request_headers, run_api_bench, served_api, table
-    from rag_server.cli.serve import ingest_demo
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
     from rag_server.pipeline import Pipeline
     from rag_server.retrieval.search import Searcher
+    from rag_server.services.demo import setup_demo
 
     current = settings()
     text = files("evals").joinpath("sets/demo/answers.jsonl").read_text()
@@ -296,7 +296,7 @@ def bench_api(
             except NotFound:
                 if domain != DEMO_DOMAIN:
                     raise
-                ingest_demo(current)
+                setup_demo(current)
         searcher = Searcher(pool, get_embedder(current), current)
         pipeline = Pipeline(searcher, current)
         # The server runs without keys (RAG_AUTH_DISABLED=1, loopback only); request_headers(key) takes one.

@@ -464,9 +464,9 @@ def test_the_vocabulary_follows_new_joins(
 def test_the_demo_router_is_retrained_when_its_training_data_changes(
     module_pool: ConnectionPool, module_settings: Settings, embedder: Embedder
 ) -> None:
-    from rag_server.cli.serve import train_demo_router
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.routing.model import load_model
+    from rag_server.services.demo import train_demo_router
 
     with module_pool.connection() as conn:
         demo = ensure_domain(conn, DEMO_DOMAIN, embedder.name, embedder.dimension, HnswOptions())
