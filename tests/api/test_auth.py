@@ -286,24 +286,29 @@ def test_rate_limit_holds_across_two_server_processes(
     assert {response.url.port for response in limited} == set(ports)
 
 
+def _priced(settings: Settings, llm: ScriptedLLM) -> Settings:
+    """Settings whose answers come from the scripted model, priced, with nothing else calling it."""
+    return settings.model_copy(
+        update={
+            "auth_disabled": False,
+            "default_domain": "small",
+            "openai_base_url": llm.base_url,
+            "openai_model": MODEL,
+            "model_prices": {MODEL: PRICE},
+            "answerer": "llm",
+            "router_llm": "off",
+            "sql_generator": "deterministic",
+            "answer_cache": "off",
+            "abstention": "never",
+        }
+    )
+
+
 @pytest.fixture(scope="module")
 def priced(world: dict[str, Any], module_settings: Settings) -> Iterator[tuple[str, ScriptedLLM]]:
     """A server whose answers come from a priced model (a scripted one on loopback)."""
     with ScriptedLLM(lambda body: ANSWER) as llm:
-        settings = module_settings.model_copy(
-            update={
-                "auth_disabled": False,
-                "default_domain": "small",
-                "openai_base_url": llm.base_url,
-                "openai_model": MODEL,
-                "model_prices": {MODEL: PRICE},
-                "answerer": "llm",
-                "router_llm": "off",
-                "sql_generator": "deterministic",
-                "answer_cache": "off",
-                "abstention": "never",
-            }
-        )
+        settings = _priced(module_settings, llm)
         with LiveServer(settings) as live:
             yield f"http://127.0.0.1:{live.port}", llm
 
@@ -370,20 +375,7 @@ def test_a_client_that_disconnects_is_settled_to_what_was_spent(
         "Refunds are approved within 14 days of a request, as the policy says in its first section [1]. " * 8
     )
     with ScriptedLLM(lambda body: slow, faults=[Fault(sleep=0.5)]) as llm:
-        settings = module_settings.model_copy(
-            update={
-                "auth_disabled": False,
-                "default_domain": "small",
-                "openai_base_url": llm.base_url,
-                "openai_model": MODEL,
-                "model_prices": {MODEL: PRICE},
-                "answerer": "llm",
-                "router_llm": "off",
-                "sql_generator": "deterministic",
-                "answer_cache": "off",
-                "abstention": "never",
-            }
-        )
+        settings = _priced(module_settings, llm)
         with LiveServer(settings) as live:
             body = {
                 "question": "Within how many days are refunds approved?",
