@@ -38,8 +38,7 @@ SEARCH_K = 10
 
 
 def request_headers(api_key: str | None = None) -> dict[str, str]:
-    """The headers of every request the bench sends. The hook for an API key: the server started here runs
-    with RAG_AUTH_DISABLED=1 (loopback only) until the bench creates a key and passes it."""
+    """The headers of every request the bench sends, with the API key when the server wants one."""
     headers = {"content-type": "application/json"}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"

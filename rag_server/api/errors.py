@@ -90,6 +90,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (500, "A server fault (the message names no internals; the request id finds it in the log)"),
         (502, "The model could not be reached"),
         (503, "The database cannot be reached"),
+        (504, "The request ran past RAG_REQUEST_TIMEOUT_S"),
     ]
 }
 

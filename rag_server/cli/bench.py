@@ -282,6 +282,7 @@ def bench_api(
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
+    from rag_server.keys import create_key, revoke_key
     from rag_server.pipeline import Pipeline
     from rag_server.retrieval.search import Searcher
     from rag_server.services.demo import setup_demo
@@ -299,22 +300,33 @@ def bench_api(
                 setup_demo(current)
         searcher = Searcher(pool, get_embedder(current), current)
         pipeline = Pipeline(searcher, current)
-        # The server runs without keys (RAG_AUTH_DISABLED=1, loopback only); request_headers(key) takes one.
-        with served_api(workers) as base_url:
-            result = run_api_bench(
-                base_url,
-                searcher,
-                pipeline,
-                domain,
-                queries,
-                question or queries[0],
-                clients,
-                requests,
-                seconds,
-                request_headers(),
-            )
+        # Measured as deployed: keys on, a reader key of the domain's project (revoked after the run).
+        with pool.connection() as conn:
+            owner = conn.execute(
+                "SELECT p.name FROM domains d JOIN projects p ON p.id = d.project_id WHERE d.name = %s",
+                (domain,),
+            ).fetchone()
+            assert owner is not None  # the domain was found above
+            created = create_key(conn, owner[0], "bench api", "reader", [domain])
+        try:
+            with served_api(workers, {"RAG_AUTH_DISABLED": "0"}) as base_url:
+                result = run_api_bench(
+                    base_url,
+                    searcher,
+                    pipeline,
+                    domain,
+                    queries,
+                    question or queries[0],
+                    clients,
+                    requests,
+                    seconds,
+                    request_headers(created.key),
+                )
+        finally:
+            with pool.connection() as conn:
+                revoke_key(conn, created.info.id)
     result["workers"] = workers
     write_json(output, result)
-    typer.echo(f"serve --workers {workers} on loopback, domain '{domain}'; load from this process\n")
+    typer.echo(f"serve --workers {workers} on loopback, keys on, domain '{domain}'; load from this process\n")
     typer.echo(table(result))
     typer.echo(f"written to {output}")
