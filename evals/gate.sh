@@ -36,7 +36,8 @@ rag-server eval sql --dataset evals/sets/demo --tables rag_server/demo/tables --
 # Its tables first: the demo's labeled questions are featurized against the domain's tables (trained without
 # them, on a fresh database, the router cross-validated 0.851 and routed 0.856 of the set right).
 rag-server ingest rag_server/demo/tables --domain eval-demo
-rag-server train-router --data rag_server/demo/routing.jsonl --domain eval-demo
+# --no-gate: stored whatever the held-out comparison says, since the routing eval right after is the check.
+rag-server train-router --data rag_server/demo/routing.jsonl --domain eval-demo --no-gate
 rag-server eval routing --dataset evals/sets/demo --corpus rag_server/demo/corpus --domain eval-demo \
     --tables rag_server/demo/tables --json "$out/routing-demo.json" --min-accuracy 0.89
 

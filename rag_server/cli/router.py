@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,7 +15,12 @@ from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 
 if TYPE_CHECKING:
-    from rag_server.routing.model import LabeledQuestion
+    from psycopg_pool import ConnectionPool
+
+    from rag_server.config import Settings
+    from rag_server.domains import Domain
+    from rag_server.routing.features import Vocabulary
+    from rag_server.routing.model import LabeledQuestion, RouterModel
 
 
 @reports_errors
@@ -44,6 +50,13 @@ def train_router(
         help="Also train on the domain's questions whose answers were marked helpful (POST /v1/feedback), "
         "labeled with the route that answered them (needs --domain).",
     ),
+    gate: bool = typer.Option(
+        True,
+        "--gate/--no-gate",
+        help="With --domain, store the model only if, trained on 75%% of the domain's questions, it routes the "
+        "other 25%% better than the domain's current router by --margin with p < 0.05.",
+    ),
+    margin: float = typer.Option(0.02, min=0.0, help="Held-out routing accuracy gain the gate needs."),
     output: Path = typer.Option(None, "--out", help="Also write the model as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the training metrics as JSON."),
 ) -> None:
@@ -73,13 +86,20 @@ def train_router(
                 found = get_domain(conn, domain)
             vocabulary = QueryRouter(pool, embedder, current).vocabulary(found)
             _warn_without_tables(rows, domain, vocabulary.empty)
-        model = (
-            train_with_default(rows, embedder, c, vocabulary)
-            if with_default
-            else train(rows, embedder, c, vocabulary)
-        )
+
+        def fit(labeled: list[LabeledQuestion]) -> RouterModel:
+            if with_default:
+                return train_with_default(labeled, embedder, c, vocabulary)
+            return train(labeled, embedder, c, vocabulary)
+
+        verdict = None
+        if found is not None and gate:
+            verdict = _judged(pool, found, rows, fit, current, vocabulary, margin)
+        model = fit(rows)
         model.metrics["source"] = "train-router"
-        if found is not None:
+        if verdict is not None:
+            model.metrics["gate"] = verdict
+        if found is not None and (not gate or (verdict is not None and verdict["promoted"])):
             with pool.connection() as conn, conn.transaction():
                 model.metrics["version"] = save_model(conn, found.id, model)
     if output:
@@ -88,13 +108,65 @@ def train_router(
         print_json(model.metrics)
         return
     metrics = model.metrics
+    if "gate" in metrics:
+        gated = metrics["gate"]
+        typer.echo(
+            f"gate: {'PROMOTED' if gated['promoted'] else 'refused'}, held-out routing accuracy "
+            f"{gated['current_accuracy']} -> {gated['candidate_accuracy']} over {gated['questions']} questions; "
+            f"{gated['reason']}"
+        )
     cv = metrics.get("cv_accuracy")
     typer.echo(
         f"trained on {metrics['rows']} questions {metrics['per_route']}; cross-validated accuracy "
-        f"{cv:.3f}" + (f"; stored as {domain} v{metrics['version']}" if found is not None else "")
+        f"{cv:.3f}" + (f"; stored as {domain} v{metrics['version']}" if "version" in metrics else "")
         if cv is not None
         else f"trained on {metrics['rows']} questions"
     )
+
+
+def _judged(
+    pool: ConnectionPool,
+    domain: Domain,
+    rows: list[LabeledQuestion],
+    fit: Callable[[list[LabeledQuestion]], RouterModel],
+    current: Settings,
+    vocabulary: Vocabulary | None,
+    margin: float,
+) -> dict[str, Any]:
+    """The gate's decision on the domain's own labeled questions (the built-in ones train, never judge)."""
+    from rag_server.routing import gate
+    from rag_server.routing.model import FEATURE_VERSION, default_model, latest_version, load_model
+
+    embedder = get_embedder(current)
+    with pool.connection() as conn:
+        version = latest_version(conn, domain.id)
+        stored = load_model(conn, domain.id, version) if version is not None else None
+    serving = stored if stored is not None and stored.feature_version == FEATURE_VERSION else None
+    baseline = serving or default_model(embedder, current.data_dir)
+    training, held_out = gate.split(rows)
+    verdict = (
+        gate.decide(fit(training), baseline, held_out, embedder, vocabulary, margin) if training else None
+    )
+    against = f"v{version}" if serving is not None else "builtin"
+    if verdict is None:
+        return {
+            "promoted": False,
+            "against": against,
+            "questions": len(held_out),
+            "current_accuracy": None,
+            "candidate_accuracy": None,
+            "reason": f"{len(held_out)} held-out questions are too few to judge (the gate needs "
+            f"{gate.MIN_HELD_OUT}, so {len(rows)} labeled questions are not enough; --no-gate stores it anyway)",
+        }
+    return {
+        "promoted": verdict.promoted,
+        "against": against,
+        "questions": verdict.questions,
+        "current_accuracy": round(verdict.baseline_ndcg, 4),
+        "candidate_accuracy": round(verdict.reranked_ndcg, 4),
+        "p_value": verdict.p_value,
+        "reason": verdict.reason,
+    }
 
 
 def _warn_without_tables(rows: list[LabeledQuestion], domain: str, no_tables: bool) -> None:

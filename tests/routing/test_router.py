@@ -312,7 +312,11 @@ def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, e
         )
     )
     env = {"DATABASE_URL": settings.database_url.get_secret_value(), "RAG_DATA_DIR": str(settings.data_dir)}  # type: ignore[union-attr]
-    done = run_cli("train-router", "--data", str(data), "--domain", "kb", "--json", env=env)
+    gated = run_cli("train-router", "--data", str(data), "--domain", "kb", "--json", env=env)
+    assert gated.returncode == 0, gated.stderr
+    assert "version" not in json.loads(gated.stdout)  # 3 held-out questions: too few for the gate
+    assert "too few to judge" in json.loads(gated.stdout)["gate"]["reason"]
+    done = run_cli("train-router", "--data", str(data), "--domain", "kb", "--no-gate", "--json", env=env)
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert metrics["version"] == 1 and metrics["rows"] > 800  # with the built-in data
@@ -323,7 +327,9 @@ def test_train_router_cli_stores_a_version(settings: Settings, tmp_path: Path, e
     # Questions labeled sql for a domain whose tables are not imported yet: said, not silently trained on.
     with data.open("a") as labels:
         labels.write(json.dumps({"text": "how many orders per plan", "route": "sql"}) + "\n")
-    warned = run_cli("train-router", "--data", str(data), "--domain", "kb", "--without-default", env=env)
+    warned = run_cli(
+        "train-router", "--data", str(data), "--domain", "kb", "--without-default", "--no-gate", env=env
+    )
     assert warned.returncode == 0, warned.stderr
     assert "domain 'kb' has no tables" in warned.stderr and "labeled sql (1)" in warned.stderr
 
