@@ -45,6 +45,9 @@ class Meter:
     async def open(self, tokens: int, usd: float) -> None:
         """Reserve the worst case: 429 or 402 (raised) when a limit would be passed."""
 
+        if tokens <= 0 and usd <= 0:
+            return  # nothing to reserve (no priced model): no round trip
+
         def run() -> Reservation:
             with self.pool.connection() as conn:
                 return reserve(conn, self.principal, tokens, usd)
@@ -77,6 +80,9 @@ class Meter:
         )
         try:
             with self.pool.connection() as conn:
+                # The log and the settlement commit without waiting for the disk: a crash may lose the last
+                # fraction of a second of them, never a request's answer, and no request waits on an fsync.
+                conn.execute("SET LOCAL synchronous_commit TO off")
                 if self.held is not None:
                     settle(conn, self.held, spent.prompt_tokens + spent.completion_tokens, spent.cost_usd)
                 usage.record(conn, self.principal, record)

@@ -128,6 +128,8 @@ class AnswerCache:
 
     def get(self, domain: Domain, key: bytes) -> AskResponse | None:
         with self.pool.connection() as conn:
+            # A hit counter need not wait for the disk: the commit returns at once (a crash loses a few counts).
+            conn.execute("SET LOCAL synchronous_commit TO off")
             row = conn.execute(
                 "UPDATE answer_cache SET hits = hits + 1"
                 " WHERE domain_id = %s AND key = %s AND generation = %s AND catalog = %s RETURNING response",
