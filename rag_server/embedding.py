@@ -68,20 +68,65 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.max_tokens = int(self.model.max_seq_length)
         self._lock = threading.Lock()
+        self._waiting: list[_Job] = []
+        self._waiting_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text, L2-normalized, float32."""
+        """One row per text, L2-normalized, float32.
+
+        Small calls (a server's queries) that arrive while the model is busy are encoded together by the
+        next caller to get it: one forward pass for all of them instead of one each, which is what a server
+        under concurrent searches spends its time on."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if len(texts) > _COMBINED_CALL_TEXTS:
+            with self._lock:
+                return self._encode(list(texts))
+        job = _Job(list(texts))
+        with self._waiting_lock:
+            self._waiting.append(job)
         with self._lock:
-            vectors = self.model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            while job.vectors is None and job.error is None:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting[:_COMBINED_BATCH], self._waiting[_COMBINED_BATCH:]
+                try:
+                    vectors = self._encode([text for waiting in batch for text in waiting.texts])
+                except Exception as error:
+                    for waiting in batch:
+                        waiting.error = error
+                    raise
+                start = 0
+                for waiting in batch:
+                    waiting.vectors = vectors[start : start + len(waiting.texts)]
+                    start += len(waiting.texts)
+        if job.error is not None:
+            raise job.error
+        assert job.vectors is not None  # encoded by this caller or by one before it
+        return job.vectors
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
+
+
+# Calls of at most this many texts may be combined, up to this many calls in one forward pass.
+_COMBINED_CALL_TEXTS = 4
+_COMBINED_BATCH = 32
+
+
+class _Job:
+    """Texts waiting for the model, and their vectors once a caller has encoded them."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: np.ndarray | None = None
+        self.error: Exception | None = None
 
 
 @cache
