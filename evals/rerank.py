@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from evals.metrics import ndcg_at_k
 from evals.retrieval import document_ranking
 from rag_server.domains import get_domain
 from rag_server.rerank import store
+from rag_server.rerank.cross_encoder import KIND as CROSS_ENCODER_KIND
+from rag_server.rerank.cross_encoder import CrossEncoderReranker, FineTuning, fine_tune, training_pairs
 from rag_server.rerank.feature import CandidateFeatures, order
 from rag_server.rerank.features import FEATURE_NAMES, FEATURE_VERSION
 from rag_server.rerank.model import KIND, FeatureModel, fit
@@ -49,6 +51,7 @@ class LabeledList:
     features: np.ndarray
     labels: np.ndarray
     qrels: dict[str, int]
+    question: str = ""
 
     def ndcg(self, positions: Sequence[int] | None = None) -> float:
         """Document-level nDCG@10 of the candidates in `positions`' order (the hybrid order when None)."""
@@ -95,7 +98,9 @@ def collect(
             judged = qrels[query.id]
             labels = np.array([max(judged.get(c.external_id, 0), 0) for c in candidates], dtype=np.int64)
             lists.append(
-                LabeledList(query.id, candidates, features(query.text, vector, candidates), labels, judged)
+                LabeledList(
+                    query.id, candidates, features(query.text, vector, candidates), labels, judged, query.text
+                )
             )
             if progress:
                 progress(1)
@@ -208,3 +213,131 @@ def train(
             conn, found.id, KIND, decision, stored_model.to_json() if stored_model is not None else None
         )
     return TrainingRun(verdict, decision, stored_model, reranker_id, fold_reports)
+
+
+# The share of the labeled questions a cross-encoder is judged on (one held-out part: k fine-tunings would
+# cost k times the CPU time of one).
+DEFAULT_HELD_OUT = 0.25
+
+
+@dataclass(frozen=True)
+class CrossEncoderTraining:
+    """Where a cross-encoder comes from and where a promoted one is kept."""
+
+    models_dir: Path
+    pretrained: Path | None = None  # a local cross-encoder to judge as it is, instead of fine-tuning
+    options: FineTuning = field(default_factory=FineTuning)
+    held_out: float = DEFAULT_HELD_OUT
+
+
+def held_out_part(
+    lists: Sequence[LabeledList], fraction: float
+) -> tuple[list[LabeledList], list[LabeledList]]:
+    """(training, held-out) questions: a seeded random `fraction` is held out."""
+    if not 0 < fraction < 1:
+        raise ValueError("the held-out fraction must be between 0 and 1")
+    shuffled = np.random.default_rng(_SEED).permutation(len(lists))
+    cut = round(len(lists) * fraction)
+    if cut < 2 or cut > len(lists) - 2:
+        raise ValueError(f"{len(lists)} questions are too few to hold {fraction:.0%} out")
+    held = set(shuffled[:cut].tolist())
+    return [x for i, x in enumerate(lists) if i not in held], [x for i, x in enumerate(lists) if i in held]
+
+
+def cross_encoder_scores(
+    eval_lists: Sequence[LabeledList], reranker: CrossEncoderReranker, progress: Callable[[int], None] | None
+) -> tuple[list[float], list[float]]:
+    """Per question of `eval_lists`: (reranked nDCG@10, hybrid nDCG@10)."""
+    reranked, baseline = [], []
+    for item in eval_lists:
+        reranked.append(item.ndcg(order(reranker.scores(item.question, item.candidates))))
+        baseline.append(item.ndcg())
+        if progress:
+            progress(1)
+    return reranked, baseline
+
+
+def train_cross_encoder(
+    searcher: Searcher,
+    dataset: Path,
+    domain: str,
+    split: str,
+    training: CrossEncoderTraining,
+    depth: int = DEFAULT_DEPTH,
+    margin: float = DEFAULT_MARGIN,
+    eval_split: str | None = None,
+    test_split: str | None = None,
+    max_questions: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> TrainingRun:
+    """Fine-tune (or take) a cross-encoder, judge it on held-out questions, record the decision.
+
+    Promoted, the model's folder stays under `training.models_dir` and the stored model names it; refused, a
+    fine-tuned folder is deleted.
+    """
+    import shutil
+
+    from rag_server.embedding import packaged_model_dir
+
+    started = time.perf_counter()
+    lists = collect(searcher, dataset, domain, split, depth, max_questions, progress)
+    if eval_split is None:
+        train_lists, eval_lists = held_out_part(lists, training.held_out)
+        protocol = f"fine-tuned on {len(train_lists)} {split} questions, {training.held_out:.0%} held out"
+    else:
+        train_lists = lists
+        eval_lists = collect(searcher, dataset, domain, eval_split, depth, max_questions, progress)
+        protocol = f"fine-tuned on {split}, evaluated on {eval_split}"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    pairs = [
+        pair
+        for item in train_lists
+        for pair in training_pairs(item.question, item.candidates, item.labels.tolist())
+    ]
+    if training.pretrained is not None:
+        path, base = training.pretrained, str(training.pretrained)
+        protocol = f"pretrained {training.pretrained}, evaluated on {len(eval_lists)} held-out questions"
+    else:
+        base = "packaged all-MiniLM-L6-v2"
+        path = fine_tune(
+            pairs,
+            packaged_model_dir(),
+            training.models_dir / f"{domain}-{stamp}",
+            training.options,
+            announce=announce,
+        )
+    reranker = CrossEncoderReranker(path, max_length=training.options.max_length)
+    reranked, baseline = cross_encoder_scores(eval_lists, reranker, progress)
+    verdict = judge(reranked, baseline, margin)
+    decision: dict[str, Any] = {
+        **verdict.as_dict(),
+        "dataset": str(dataset),
+        "split": split,
+        "eval_split": eval_split,
+        "protocol": protocol,
+        "depth": depth,
+        "base": base,
+        "training_questions": len(train_lists),
+        "training_pairs": len(pairs) if training.pretrained is None else 0,
+        "evaluated_questions": len(eval_lists),
+        "fine_tuning": asdict(training.options),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if test_split is not None:
+        test_lists = collect(searcher, dataset, domain, test_split, depth, None, progress)
+        ours, theirs = cross_encoder_scores(test_lists, reranker, progress)
+        decision["test"] = {
+            "split": test_split,
+            "questions": len(test_lists),
+            "baseline_ndcg@10": round(float(np.mean(theirs)), 4),
+            "reranked_ndcg@10": round(float(np.mean(ours)), 4),
+        }
+    decision["seconds"] = round(time.perf_counter() - started, 1)
+    model = {"path": str(path), "max_length": training.options.max_length} if verdict.promoted else None
+    if not verdict.promoted and training.pretrained is None:
+        shutil.rmtree(path, ignore_errors=True)
+    with searcher.pool.connection() as conn, conn.transaction():
+        found = get_domain(conn, domain)
+        reranker_id = store.save(conn, found.id, CROSS_ENCODER_KIND, decision, model)
+    return TrainingRun(verdict, decision, None, reranker_id)

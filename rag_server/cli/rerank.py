@@ -51,17 +51,44 @@ def train_reranker(
     ingest: bool = typer.Option(
         True, "--ingest/--no-ingest", help="Ingest the data set's corpus into the domain first (incremental)."
     ),
+    kind: str = typer.Option(
+        "features",
+        "--kind",
+        help="features (LightGBM lambdarank, seconds) or cross-encoder (fine-tuned MiniLM, minutes on a CPU).",
+    ),
+    model: Path = typer.Option(
+        None,
+        "--model",
+        exists=True,
+        file_okay=False,
+        help="With --kind cross-encoder: a local pretrained cross-encoder to judge as it is (no fine-tuning).",
+    ),
+    epochs: int = typer.Option(1, min=1, max=10, help="With --kind cross-encoder: passes over the pairs."),
+    held_out: float = typer.Option(
+        0.25,
+        "--held-out",
+        min=0.05,
+        max=0.5,
+        help="With --kind cross-encoder: the share of questions judged.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
 ) -> None:
-    """Train a LightGBM lambdarank reranker on a domain's labeled questions; promote it only if it beats
-    the hybrid order on held-out questions by the margin with p < 0.05 (a refusal is recorded, and what
-    served the domain before keeps serving)."""
-    from evals.rerank import train
+    """Train a reranker on a domain's labeled questions; promote it only if it beats the hybrid order on
+    held-out questions by the margin with p < 0.05 (a refusal is recorded, and what served the domain before
+    keeps serving). --kind features: LightGBM lambdarank over retrieval features, k folds; --kind
+    cross-encoder: the packaged MiniLM fine-tuned on the domain's relevant chunks against its hard negatives,
+    judged on a held-out part."""
+    from evals.rerank import CrossEncoderTraining, train, train_cross_encoder
     from ingest.pipeline import Ingestion
+    from rag_server.rerank.cross_encoder import FineTuning
     from rag_server.retrieval.search import Searcher
 
     if (dataset is None) == (not from_feedback):
         raise RagError("give either --dataset FOLDER or --from-feedback")
+    if kind not in ("features", "cross-encoder"):
+        raise RagError(f"unknown --kind {kind!r}: features or cross-encoder")
+    if model is not None and kind != "cross-encoder":
+        raise RagError("--model is a cross-encoder's folder: use it with --kind cross-encoder")
     current = settings()
     if from_feedback:
         dataset, split, ingest = _feedback_dataset(current, domain), "train", False
@@ -83,19 +110,38 @@ def train_reranker(
             )
         searcher = Searcher(pool, get_embedder(current), current)
         with tqdm(desc="questions", unit=" q", disable=not sys.stderr.isatty()) as bar:
-            run = train(
-                searcher,
-                dataset,
-                domain,
-                split,
-                folds,
-                depth,
-                margin,
-                eval_split,
-                test_split,
-                max_questions,
-                bar.update,
-            )
+            if kind == "cross-encoder":
+                training = CrossEncoderTraining(
+                    current.data_dir / "rerankers", model, FineTuning(epochs=epochs), held_out
+                )
+                run = train_cross_encoder(
+                    searcher,
+                    dataset,
+                    domain,
+                    split,
+                    training,
+                    depth,
+                    margin,
+                    eval_split,
+                    test_split,
+                    max_questions,
+                    bar.update,
+                    lambda line: typer.echo(line, err=True),
+                )
+            else:
+                run = train(
+                    searcher,
+                    dataset,
+                    domain,
+                    split,
+                    folds,
+                    depth,
+                    margin,
+                    eval_split,
+                    test_split,
+                    max_questions,
+                    bar.update,
+                )
     if as_json:
         print_json({"id": run.reranker_id, "domain": domain, **run.decision})
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from psycopg_pool import ConnectionPool
@@ -16,6 +17,8 @@ from psycopg_pool import ConnectionPool
 from rag_server.domains import Domain
 from rag_server.errors import RagError
 from rag_server.rerank import NoReranker, Reranker, store
+from rag_server.rerank.cross_encoder import DEFAULT_MAX_LENGTH, CrossEncoderReranker
+from rag_server.rerank.cross_encoder import KIND as CROSS_ENCODER_KIND
 from rag_server.rerank.feature import CandidateFeatures, FeatureReranker
 from rag_server.rerank.model import FeatureModel
 from rag_server.retrieval.search import Searcher
@@ -42,20 +45,25 @@ class RerankerRegistry:
                 loaded = self._loaded.get(reranker_id)
             if loaded is not None:
                 return loaded
-            stored = store.load_model(conn, reranker_id)
+            kind, stored = store.load_model(conn, reranker_id)
         try:
-            model = FeatureModel.from_json(stored or {})
+            loaded = self._build(domain, reranker_id, kind, stored or {})
         except RagError as error:
             log.warning("domain %s: reranker %s not served: %s", domain.name, reranker_id, error)
             loaded = NoReranker()
-        else:
-            features = CandidateFeatures(
-                self.pool, domain, self.searcher.keyword, self.searcher.embedder.embed
-            )
-            loaded = FeatureReranker(features, model, reranker_id)
         with self._lock:
             self._loaded[reranker_id] = loaded
         return loaded
+
+    def _build(self, domain: Domain, reranker_id: int, kind: str, stored: dict[str, Any]) -> Reranker:
+        """The reranker a stored model describes, by its kind."""
+        if kind == CROSS_ENCODER_KIND:
+            path = Path(stored.get("path", ""))
+            if not (path / "config.json").is_file():
+                raise RagError(f"its cross-encoder folder {path} is missing")
+            return CrossEncoderReranker(path, reranker_id, int(stored.get("max_length", DEFAULT_MAX_LENGTH)))
+        features = CandidateFeatures(self.pool, domain, self.searcher.keyword, self.searcher.embedder.embed)
+        return FeatureReranker(features, FeatureModel.from_json(stored), reranker_id)
 
     def decision(self, domain: Domain) -> dict[str, Any] | None:
         """The stored decision behind what serves the domain (the promoted run's, else the newest refusal's)."""

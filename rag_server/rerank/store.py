@@ -60,10 +60,10 @@ def promoted_id(conn: psycopg.Connection[Any], domain_id: int) -> int | None:
     return row[0] if row else None
 
 
-def load_model(conn: psycopg.Connection[Any], reranker_id: int) -> dict[str, Any] | None:
-    """A promoted reranker's stored model."""
-    row = conn.execute("SELECT model FROM rerankers WHERE id = %s", (reranker_id,)).fetchone()
-    return row[0] if row else None
+def load_model(conn: psycopg.Connection[Any], reranker_id: int) -> tuple[str, dict[str, Any] | None]:
+    """A promoted reranker's kind and stored model."""
+    row = conn.execute("SELECT kind, model FROM rerankers WHERE id = %s", (reranker_id,)).fetchone()
+    return (row[0], row[1]) if row else ("", None)
 
 
 def decision(conn: psycopg.Connection[Any], domain_id: int) -> StoredDecision | None:
