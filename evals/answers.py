@@ -91,6 +91,24 @@ def load_squad(path: Path) -> tuple[list[dict[str, str]], list[AnswerQuestion]]:
     return documents, questions
 
 
+def squad_passages(path: Path, folder: Path) -> tuple[int, int]:
+    """SQuAD 2.0 as passage retrieval, a BEIR folder: the paragraphs (`corpus.jsonl`), the answerable questions
+    (`queries.jsonl`) and each question's own paragraph as its one relevant document (`qrels/test.tsv`).
+    Returns (documents, questions)."""
+    documents, questions = load_squad(path)
+    answerable = [q for q in questions if q.answerable]
+    if folder.exists() and any(folder.iterdir()):
+        raise RagError(f"{folder} is not empty")
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q.id, "text": q.question}) + "\n" for q in answerable)
+    )
+    judged = "".join(f"{q.id}\t{q.cite[0]}\t1\n" for q in answerable)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + judged)
+    return len(documents), len(answerable)
+
+
 def load_answer_set(path: Path) -> list[AnswerQuestion]:
     """The project's layout: one JSON object a line with id, question, kind, answers and cite."""
     questions = []

@@ -397,6 +397,22 @@ def eval_answers(
         raise typer.Exit(EXIT_PARTIAL)
 
 
+@app.command("squad-passages")
+@reports_errors
+def eval_squad_passages(
+    squad: Path = typer.Argument(..., exists=True, dir_okay=False, help="A SQuAD 2.0 JSON file."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", file_okay=False, help="The BEIR folder to write (new or empty)."
+    ),
+) -> None:
+    """SQuAD 2.0 as passage retrieval: write a BEIR folder (paragraphs as documents, answerable questions,
+    each judged against its own paragraph) for `eval retrieval`, `train-reranker` and `tune`."""
+    from evals.answers import squad_passages
+
+    documents, questions = squad_passages(squad, out)
+    typer.echo(f"{out}: {documents} paragraphs, {questions} answerable questions (qrels/test.tsv)")
+
+
 @app.command("cache")
 @reports_errors
 def eval_cache(

@@ -6,10 +6,22 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from evals.answers import contains, exact_match, fit_signals, load_answer_set, load_squad, normalize, token_f1
+from evals.answers import (
+    contains,
+    exact_match,
+    fit_signals,
+    load_answer_set,
+    load_squad,
+    normalize,
+    squad_passages,
+    token_f1,
+)
+from evals.beir import load_qrels, load_queries
 from rag_server.answer.abstention import Calibration
 from rag_server.answer.signals import FEATURES
+from rag_server.errors import RagError
 
 
 def test_squad_normalization_and_scores() -> None:
@@ -52,6 +64,15 @@ def test_squad_file_becomes_documents_and_questions(tmp_path: Path) -> None:
         ("a", True, ("squad-0-0",)),
         ("b", False, ()),
     ]
+
+    # As passage retrieval: the answerable question, judged against its own paragraph, loads as a BEIR set.
+    folder = tmp_path / "passages"
+    assert squad_passages(path, folder) == (1, 1)
+    assert [q.text for q in load_queries(folder, "test")] == ["Who named Normandy?"]
+    assert load_qrels(folder, "test") == {"a": {"squad-0-0": 1}}
+    assert json.loads((folder / "corpus.jsonl").read_text()) == documents[0]
+    with pytest.raises(RagError, match="not empty"):
+        squad_passages(path, folder)
 
 
 def test_the_project_answer_set_loads() -> None:
