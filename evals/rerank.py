@@ -28,7 +28,14 @@ from evals.retrieval import document_ranking
 from rag_server.domains import get_domain
 from rag_server.rerank import store
 from rag_server.rerank.cross_encoder import KIND as CROSS_ENCODER_KIND
-from rag_server.rerank.cross_encoder import CrossEncoderReranker, FineTuning, fine_tune, training_pairs
+from rag_server.rerank.cross_encoder import (
+    WEIGHTS,
+    CrossEncoderReranker,
+    FineTuning,
+    blend,
+    fine_tune,
+    training_pairs,
+)
 from rag_server.rerank.feature import CandidateFeatures, order
 from rag_server.rerank.features import FEATURE_NAMES, FEATURE_VERSION
 from rag_server.rerank.model import KIND, FeatureModel, fit
@@ -218,6 +225,8 @@ def train(
 # The share of the labeled questions a cross-encoder is judged on (one held-out part: k fine-tunings would
 # cost k times the CPU time of one).
 DEFAULT_HELD_OUT = 0.25
+# The share of the other questions that chooses the blend weight instead of fine-tuning the model.
+WEIGHT_PART = 0.2
 
 
 @dataclass(frozen=True)
@@ -245,12 +254,20 @@ def held_out_part(
 
 
 def cross_encoder_scores(
-    eval_lists: Sequence[LabeledList], reranker: CrossEncoderReranker, progress: Callable[[int], None] | None
-) -> tuple[list[float], list[float]]:
-    """Per question of `eval_lists`: (reranked nDCG@10, hybrid nDCG@10)."""
-    reranked, baseline = [], []
+    eval_lists: Sequence[LabeledList],
+    reranker: CrossEncoderReranker,
+    progress: Callable[[int], None] | None,
+    weights: Sequence[float] | None = None,
+) -> tuple[dict[float, list[float]], list[float]]:
+    """Per question of `eval_lists`: ({weight: reranked nDCG@10}, hybrid nDCG@10), the model's scores blended
+    with the fused order at each weight (the reranker's own weight when none are given)."""
+    weights = [reranker.weight] if weights is None else list(weights)
+    reranked: dict[float, list[float]] = {weight: [] for weight in weights}
+    baseline = []
     for item in eval_lists:
-        reranked.append(item.ndcg(order(reranker.scores(item.question, item.candidates))))
+        scores = reranker.scores(item.question, item.candidates)
+        for weight in weights:
+            reranked[weight].append(item.ndcg(order(blend(scores, weight))))
         baseline.append(item.ndcg())
         if progress:
             progress(1)
@@ -284,15 +301,18 @@ def train_cross_encoder(
     lists = collect(searcher, dataset, domain, split, depth, max_questions, progress)
     if eval_split is None:
         train_lists, eval_lists = held_out_part(lists, training.held_out)
-        protocol = f"fine-tuned on {len(train_lists)} {split} questions, {training.held_out:.0%} held out"
+        protocol = f"{split} questions, {training.held_out:.0%} held out"
     else:
         train_lists = lists
         eval_lists = collect(searcher, dataset, domain, eval_split, depth, max_questions, progress)
-        protocol = f"fine-tuned on {split}, evaluated on {eval_split}"
+        protocol = f"{split} questions, evaluated on {eval_split}"
+    # The blend weight is chosen on a part of the training questions the model does not fine-tune on.
+    fit_lists, weight_lists = held_out_part(train_lists, WEIGHT_PART)
+    protocol = f"fine-tuned on {len(fit_lists)} {protocol}; blend weight chosen on {len(weight_lists)} others"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     pairs = [
         pair
-        for item in train_lists
+        for item in fit_lists
         for pair in training_pairs(item.question, item.candidates, item.labels.tolist())
     ]
     if training.pretrained is not None:
@@ -308,7 +328,11 @@ def train_cross_encoder(
             announce=announce,
         )
     reranker = CrossEncoderReranker(path, max_length=training.options.max_length)
-    reranked, baseline = cross_encoder_scores(eval_lists, reranker, progress)
+    by_weight, _ = cross_encoder_scores(weight_lists, reranker, progress, WEIGHTS)
+    weight_ndcg = {weight: float(np.mean(scores)) for weight, scores in by_weight.items()}
+    reranker.weight = max(WEIGHTS, key=lambda weight: (weight_ndcg[weight], -weight))
+    reranked_by_weight, baseline = cross_encoder_scores(eval_lists, reranker, progress)
+    reranked = reranked_by_weight[reranker.weight]
     verdict = judge(reranked, baseline, margin)
     decision: dict[str, Any] = {
         **verdict.as_dict(),
@@ -318,8 +342,11 @@ def train_cross_encoder(
         "protocol": protocol,
         "depth": depth,
         "base": base,
-        "training_questions": len(train_lists),
+        "training_questions": len(fit_lists),
         "training_pairs": len(pairs) if training.pretrained is None else 0,
+        "weight": reranker.weight,
+        "weight_questions": len(weight_lists),
+        "weight_ndcg@10": {str(weight): round(ndcg, 4) for weight, ndcg in weight_ndcg.items()},
         "evaluated_questions": len(eval_lists),
         "fine_tuning": asdict(training.options),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -331,10 +358,14 @@ def train_cross_encoder(
             "split": test_split,
             "questions": len(test_lists),
             "baseline_ndcg@10": round(float(np.mean(theirs)), 4),
-            "reranked_ndcg@10": round(float(np.mean(ours)), 4),
+            "reranked_ndcg@10": round(float(np.mean(ours[reranker.weight])), 4),
         }
     decision["seconds"] = round(time.perf_counter() - started, 1)
-    model = {"path": str(path), "max_length": training.options.max_length} if verdict.promoted else None
+    model = (
+        {"path": str(path), "max_length": training.options.max_length, "weight": reranker.weight}
+        if verdict.promoted
+        else None
+    )
     if not verdict.promoted and training.pretrained is None:
         shutil.rmtree(path, ignore_errors=True)
     with searcher.pool.connection() as conn, conn.transaction():

@@ -61,7 +61,8 @@ class RerankerRegistry:
             path = Path(stored.get("path", ""))
             if not (path / "config.json").is_file():
                 raise RagError(f"its cross-encoder folder {path} is missing")
-            return CrossEncoderReranker(path, reranker_id, int(stored.get("max_length", DEFAULT_MAX_LENGTH)))
+            max_length = int(stored.get("max_length", DEFAULT_MAX_LENGTH))
+            return CrossEncoderReranker(path, reranker_id, max_length, float(stored.get("weight", 1.0)))
         features = CandidateFeatures(self.pool, domain, self.searcher.keyword, self.searcher.embedder.embed)
         return FeatureReranker(features, FeatureModel.from_json(stored), reranker_id)
 

@@ -121,7 +121,9 @@ def test_train_reranker_cross_encoder_is_gated_and_a_refusal_leaves_no_model(
     assert done.returncode == 0, done.stderr
     decision = json.loads(done.stdout)
     assert decision["promoted"] is False and "below the margin" in decision["reason"]
-    assert decision["training_questions"] == 15 and decision["evaluated_questions"] == 5
+    assert decision["training_questions"] == 12 and decision["evaluated_questions"] == 5
+    assert decision["weight_questions"] == 3 and decision["weight"] in (0.25, 0.5, 0.75, 1.0)
+    assert set(decision["weight_ndcg@10"]) == {"0.25", "0.5", "0.75", "1.0"}
     assert decision["training_pairs"] > 15 and decision["base"].startswith("packaged")
     assert "fine-tuning:" in done.stderr and "steps, about" in done.stderr
     assert not any((tmp_path / "rerankers").glob("*"))  # the refused model's folder is gone
