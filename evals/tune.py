@@ -31,7 +31,7 @@ from rag_server.domains import get_domain
 from rag_server.rerank.promotion import DEFAULT_MARGIN, Verdict, judge
 from rag_server.retrieval import tuning as tunings
 from rag_server.retrieval.search import Searcher
-from rag_server.retrieval.tuning import TUNABLE, FixedTuning, Tuning, TuningRegistry, checked
+from rag_server.retrieval.tuning import CHUNKING, TUNABLE, FixedTuning, Tuning, TuningRegistry, checked
 from rag_server.retrieval.types import SearchRequest
 
 DEFAULT_FOLDS = 5
@@ -256,7 +256,9 @@ def tune(
             "tuned_ndcg@10": round(float(pair[:, 1].mean()), 4),
         }
     decision["seconds"] = round(time.perf_counter() - started, 1)
-    stored = candidates[final] if promoted else None
+    # A promoted row is the domain's whole tuning: the chunk options of the one it replaces are kept.
+    kept = {name: value for name, value in current_tuning.overrides.items() if name in CHUNKING}
+    stored = {**kept, **candidates[final]} if promoted else None
     with searcher.pool.connection() as conn, conn.transaction():
         tuning_id = tunings.save(conn, found.id, stored, decision)
     if isinstance(searcher.tunings, TuningRegistry):

@@ -193,24 +193,58 @@ class Ingestion:
         self.pool = pool
         self.embedder = embedder
         self.analyzer = analyzer
-        self.options = options
         self.hnsw = hnsw or HnswOptions()
-        self.chunkers = _Chunkers(options, embedding_tokenizer(embedder))
-        self.signature = ingest_signature(options, analyzer)
+        self.tokenizer = embedding_tokenizer(embedder)
+        self.base_options = options
+        # The chunk options a domain's promoted tuning replaces in `run` (those not given explicitly).
+        self.domain_tuned: frozenset[str] = frozenset()
+        self._configure(options)
+
+    def _configure(self, options: IngestOptions) -> None:
+        self.options = options
+        self.chunkers = _Chunkers(options, self.tokenizer)
+        self.signature = ingest_signature(options, self.analyzer)
 
     @classmethod
     def from_settings(cls, pool: ConnectionPool, settings: Settings, **overrides: Any) -> Ingestion:
-        """An ingestion as the settings configure it; `overrides` replace IngestOptions fields."""
+        """An ingestion as the settings configure it; `overrides` replace IngestOptions fields.
+
+        The chunk size and overlap not given in `overrides` follow the target domain's promoted tuning
+        (`rag-server tune --chunk-sizes`), else the settings.
+        """
         from rag_server.embedding import get_embedder
         from rag_server.retrieval.analyzer import configured_analyzer
+        from rag_server.retrieval.tuning import CHUNKING
 
-        return cls(
+        ingestion = cls(
             pool,
             get_embedder(settings),
             configured_analyzer(settings),
             IngestOptions.from_settings(settings, **overrides),
             HnswOptions.from_settings(settings),
         )
+        ingestion.domain_tuned = frozenset(name for name in CHUNKING if overrides.get(name) is None)
+        return ingestion
+
+    def _follow_tuning(self, conn: psycopg.Connection[Any], domain: Domain) -> None:
+        """Chunk as the domain's promoted tuning says where the options came from the global settings."""
+        if not self.domain_tuned:
+            return
+        from rag_server.retrieval.tuning import tuned_chunking
+
+        tuned = {
+            name: value
+            for name, value in tuned_chunking(conn, domain.id).items()
+            if name in self.domain_tuned
+        }
+        options = replace(self.base_options, **tuned)
+        if options.chunk_overlap >= options.chunk_size:
+            raise IngestError(
+                f"chunk overlap ({options.chunk_overlap}) must be smaller than domain {domain.name!r}'s tuned "
+                f"chunk size ({options.chunk_size})"
+            )
+        if options != self.options:
+            self._configure(options)
 
     def domain(self, name: str) -> Domain:
         """The domain, created bound to this ingestion's embedding model if new."""
@@ -225,6 +259,7 @@ class Ingestion:
             raise IngestError(f"no such file or directory: {', '.join(missing)}")
         with self.pool.connection() as conn:
             domain = ensure_domain(conn, domain_name, self.embedder.name, self.embedder.dimension, self.hnsw)
+            self._follow_tuning(conn, domain)
             run_id = _start_run(conn, domain, paths)
         summary = IngestSummary(domain=domain.name, run_id=run_id)
         try:

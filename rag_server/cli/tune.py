@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import typer
+from psycopg_pool import ConnectionPool
 from tqdm import tqdm
 
 from rag_server.cli._common import database, print_json, reports_errors, settings
+from rag_server.domains import Domain, get_domain
 from rag_server.embedding import get_embedder
 from rag_server.errors import RagError
 
@@ -55,6 +57,17 @@ def tune(
     fusions: str = typer.Option("rrf,convex", help="Fusion kinds to try (rrf, convex)."),
     weights: str = typer.Option("0.5,0.7,0.9", help="Convex weights (of the semantic side) to try."),
     depths: str = typer.Option("50,100", help="Candidate depths (chunks per route before fusion) to try."),
+    chunk_sizes: str = typer.Option(
+        None,
+        "--chunk-sizes",
+        help="Also tune the chunk size (tokens), first: each size is ingested from the data set's corpus into a "
+        "scratch domain (deleted after); a promoted one re-chunks the domain. Off by default.",
+    ),
+    chunk_overlaps: str = typer.Option(
+        None,
+        "--chunk-overlaps",
+        help="Chunk overlaps (tokens) to try with --chunk-sizes (default: the current).",
+    ),
     ingest: bool = typer.Option(
         True, "--ingest/--no-ingest", help="Ingest the data set's corpus into the domain first (incremental)."
     ),
@@ -62,9 +75,11 @@ def tune(
 ) -> None:
     """Grid-search a domain's retrieval settings (keyword expansion, fusion and weight, candidate depth) on
     its labeled questions; promote the best only if it beats the domain's current settings on held-out
-    questions by the margin with p < 0.05 (every run is recorded; a refusal keeps what served)."""
+    questions by the margin with p < 0.05 (every run is recorded; a refusal keeps what served). With
+    --chunk-sizes, the chunking is decided first, by the same gate, as a run of its own."""
     from evals.tune import grid
     from evals.tune import tune as run_tuning
+    from evals.tune_chunks import ChunkTuningRun, chunk_grid, tune_chunks
     from ingest.pipeline import Ingestion
     from rag_server.retrieval.search import Searcher
 
@@ -78,7 +93,15 @@ def tune(
         )
     except ValueError as error:
         raise RagError(f"bad grid: {error}") from None
+    if chunk_sizes is not None and not (dataset / "corpus.jsonl").is_file():
+        raise RagError(
+            f"--chunk-sizes re-chunks the documents, but {dataset} has no corpus.jsonl to re-ingest; "
+            "tune without --chunk-sizes"
+        )
+    if chunk_overlaps is not None and chunk_sizes is None:
+        raise RagError("--chunk-overlaps goes with --chunk-sizes")
     current = settings()
+    chunking: ChunkTuningRun | None = None
     with database(current) as pool:
         if ingest:
             if not (dataset / "corpus.jsonl").is_file():
@@ -92,6 +115,33 @@ def tune(
                 err=True,
             )
         searcher = Searcher(pool, get_embedder(current), current)
+        if chunk_sizes is not None:
+            effective = searcher.tunings.for_domain(_domain(pool, domain)).apply(current)
+            try:
+                chunk_configs = chunk_grid(
+                    _values(chunk_sizes, int),
+                    _values(chunk_overlaps, int) if chunk_overlaps else [effective.chunk_overlap],
+                )
+            except ValueError as error:
+                raise RagError(f"bad chunk grid: {error}") from None
+            typer.echo(f"{len(chunk_configs)} chunk configurations (one corpus ingest each)", err=True)
+            with tqdm(desc="chunking: questions", unit=" q", disable=not sys.stderr.isatty()) as bar:
+                try:
+                    chunking = tune_chunks(
+                        searcher,
+                        dataset,
+                        domain,
+                        split,
+                        chunk_configs,
+                        folds,
+                        margin,
+                        eval_split,
+                        max_questions,
+                        bar.update,
+                        lambda message: typer.echo(message, err=True),
+                    )
+                except ValueError as error:
+                    raise RagError(str(error)) from None
         typer.echo(f"{len(configs)} configurations per question (hybrid searches)", err=True)
         with tqdm(desc="questions", unit=" q", disable=not sys.stderr.isatty()) as bar:
             try:
@@ -112,8 +162,24 @@ def tune(
                 raise RagError(str(error)) from None
     decision = run.decision
     if as_json:
-        print_json({"id": run.tuning_id, "domain": domain, **decision})
+        chunked = {"chunking": {"id": chunking.tuning_id, **chunking.decision}} if chunking else {}
+        print_json({"id": run.tuning_id, "domain": domain, **decision, **chunked})
         return
+    if chunking is not None:
+        chosen = chunking.decision
+        scores = ", ".join(f"{c['label']} {c['train_ndcg@10']:.4f}" for c in chosen["configurations"])
+        typer.echo(
+            f"{domain} chunking: {'PROMOTED' if chosen['promoted'] else 'refused'} {chosen['chosen']} "
+            f"(tuning {chunking.tuning_id}); held-out nDCG@10 {chosen['current_settings']['chunk_size']}/"
+            f"{chosen['current_settings']['chunk_overlap']} {chosen['baseline_ndcg@10']:.4f} -> tuned "
+            f"{chosen['tuned_ndcg@10']:.4f} over {chosen['questions']} questions; {chosen['reason']}; "
+            f"all questions, size/overlap: {scores}"
+        )
+        if chunking.rechunked is not None:
+            typer.echo(
+                f"{domain} re-chunked: {chunking.rechunked.documents_updated} documents, "
+                f"{chunking.rechunked.chunks_written} chunks"
+            )
     typer.echo(
         f"{domain}: {'PROMOTED' if decision['promoted'] else 'refused'} {decision['chosen']} "
         f"(tuning {run.tuning_id}); held-out nDCG@10 {decision['current']} {decision['baseline_ndcg@10']:.4f}"
@@ -126,6 +192,11 @@ def tune(
             f"{test['split']} ({test['questions']} questions): current {test['current_ndcg@10']:.4f}, "
             f"tuned {test['tuned_ndcg@10']:.4f}"
         )
+
+
+def _domain(pool: ConnectionPool, name: str) -> Domain:
+    with pool.connection() as conn:
+        return get_domain(conn, name)
 
 
 @app.command("list")

@@ -29,6 +29,9 @@ from rag_server.errors import ConfigError
 
 # The settings a tuning may set for a domain (the retrieval settings that measurably matter per corpus).
 TUNABLE = ("keyword_expansion", "fusion", "convex_weight", "candidate_depth")
+# And how its documents are chunked (`rag-server tune --chunk-sizes`): ingestion reads these for the domain
+# (ingest/pipeline.py), searches ignore them.
+CHUNKING = ("chunk_size", "chunk_overlap")
 
 DEFAULT_TTL_S = 1.0
 
@@ -76,18 +79,21 @@ def checked(overrides: Mapping[str, Any]) -> dict[str, Any]:
     {'fusion': 'rrf', 'candidate_depth': 50}
 
     Raises:
-        ConfigError: a name that is not tunable, or a value its setting refuses.
+        ConfigError: a name that is not tunable, a value its setting refuses, or a chunk overlap not smaller
+            than the chunk size.
     """
     out: dict[str, Any] = {}
     for name, value in overrides.items():
-        if name not in TUNABLE:
-            raise ConfigError(f"{name!r} is not a tunable setting; tunable: {', '.join(TUNABLE)}")
+        if name not in TUNABLE + CHUNKING:
+            raise ConfigError(f"{name!r} is not a tunable setting; tunable: {', '.join(TUNABLE + CHUNKING)}")
         info = Settings.model_fields[name]
         kind: Any = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
         try:
             out[name] = TypeAdapter(kind).validate_python(value)
         except ValidationError as error:
             raise ConfigError(f"tuned {name}={value!r}: {error.errors()[0]['msg']}") from None
+    if "chunk_size" in out and out.get("chunk_overlap", 0) >= out["chunk_size"]:
+        raise ConfigError(f"tuned chunk_overlap ({out['chunk_overlap']}) must be smaller than chunk_size")
     return out
 
 
@@ -191,3 +197,15 @@ def decisions(conn: psycopg.Connection[Any], domain: str | None = None) -> list[
         {"domain": domain},
     ).fetchall()
     return [StoredTuning(*row) for row in rows]
+
+
+def tuned_chunking(conn: psycopg.Connection[Any], domain_id: int) -> dict[str, int]:
+    """The chunk options of the domain's serving tuning: {} when it sets none (or no longer validates)."""
+    row = promoted(conn, domain_id)
+    if row is None:
+        return {}
+    try:
+        stored = checked(row[1])
+    except ConfigError:
+        return {}
+    return {name: stored[name] for name in CHUNKING if name in stored}
