@@ -8,6 +8,7 @@ from rag_server import __version__
 from rag_server.cli import ask, bench, config, documents, evaluate, ingest, router, search, serve, sql, tables
 from rag_server.cli import keys as keys_cli
 from rag_server.cli import llm as llm_cli
+from rag_server.cli import questions as questions_cli
 from rag_server.cli import rerank as rerank_cli
 from rag_server.cli import tune as tune_cli
 
@@ -46,6 +47,7 @@ app.command("train-reranker")(rerank_cli.train_reranker)
 app.add_typer(rerank_cli.app, name="rerankers")
 app.command("tune")(tune_cli.tune)
 app.add_typer(tune_cli.app, name="tunings")
+app.add_typer(questions_cli.app, name="questions")
 app.add_typer(documents.app, name="documents")
 app.add_typer(tables.app, name="tables")
 app.add_typer(sql.app, name="sql")
