@@ -372,3 +372,32 @@ def train_cross_encoder(
         found = get_domain(conn, domain)
         reranker_id = store.save(conn, found.id, CROSS_ENCODER_KIND, decision, model)
     return TrainingRun(verdict, decision, None, reranker_id)
+
+
+def transfer(
+    searcher: Searcher,
+    train_dataset: Path,
+    train_split: str,
+    eval_dataset: Path,
+    eval_split: str,
+    domain: str,
+    depth: int = DEFAULT_DEPTH,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """A feature model fitted on one set's questions (synthetic ones, say) and scored on another's (the
+    domain's real judgements) against the hybrid order: whether the labels transfer. A report; nothing is
+    stored and nothing promoted ("promoted" says what the gate would have said)."""
+    started = time.perf_counter()
+    train_lists = collect(searcher, train_dataset, domain, train_split, depth, None, progress)
+    eval_lists = collect(searcher, eval_dataset, domain, eval_split, depth, None, progress)
+    model = fit([x.features for x in train_lists], [x.labels for x in train_lists])
+    reranked, baseline = held_out_scores(eval_lists, model)
+    return {
+        **judge(reranked, baseline).as_dict(),
+        "trained_on": f"{train_dataset} ({train_split})",
+        "evaluated_on": f"{eval_dataset} ({eval_split})",
+        "training_questions": len(train_lists),
+        "evaluated_questions": len(eval_lists),
+        "depth": depth,
+        "seconds": round(time.perf_counter() - started, 1),
+    }

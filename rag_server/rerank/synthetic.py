@@ -7,14 +7,15 @@ document gets a second one). The same seed on the same domain gives the same chu
 
 Generators (`QuestionGenerator`, one question per chunk or None to skip it):
 
-- `HeuristicGenerator` (the default: offline, no key, deterministic). It picks the chunk's *key sentence*:
-  the sentence with the most idf per square root of its length (idf from the domain's own BM25 index, so
-  "rare in this domain" is what counts, and neither the longest sentence nor a fragment wins); a sentence
-  that merely repeats the document's title is passed over. From it, the `KEY_TERMS` rarest distinct content
-  words, in the order the sentence has them and as written; when the document's title is *distinctive*
-  (no other document of the domain has it, and it has a word in at most 5% of the chunks, or in one), up to
-  `TITLE_TERMS` of its rarest words not already taken. They are phrased as a question by one of a few fixed
-  templates ("what is known about ...?"), chosen by the chunk id and the seed.
+- `HeuristicGenerator` (the default: offline, no key, deterministic). Each word of the chunk is weighted by
+  its idf in the domain's own BM25 index times 1 + ln(its count in the chunk): words the chunk dwells on and
+  the domain rarely has (numbers alone are passed over). The *key sentence* is the one with the most weight
+  per square root of its number of distinct words (neither the longest sentence nor a fragment wins); a
+  sentence that merely repeats the document's title is passed over. From it, the `KEY_TERMS` heaviest
+  distinct words, in the order the sentence has them and as written; when the document's title is
+  *distinctive* (no other document of the domain has it, and it has a word in at most 5% of the chunks, or
+  in one), up to `TITLE_TERMS` of its rarest words not already taken. They are phrased as a question by one
+  of a few fixed templates ("what is known about ...?"), chosen by the chunk id and the seed.
 
   Why not the sentence itself: a question that is a sentence of its passage verbatim is found by BM25 at
   rank 1 every time, and a reranker trained on such labels learns "exact match = relevant", which real
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -263,13 +265,14 @@ class HeuristicGenerator:
 
     def question(self, chunk: SampledChunk) -> str | None:
         title_terms = set(self.analyzer.terms(chunk.title or ""))
+        counts = Counter(self.analyzer.terms(chunk.text))
         best: tuple[float, list[tuple[str, str, float]]] | None = None
         for sentence in _SENTENCES.split(chunk.text):
-            words = self._words(sentence)
-            distinct = {term for _, term, _ in words}
-            if len(distinct) < MIN_SENTENCE_TERMS or (title_terms and distinct <= title_terms):
+            words = self._words(sentence, counts)
+            distinct = {term: weight for _, term, weight in words}
+            if len(distinct) < MIN_SENTENCE_TERMS or (title_terms and distinct.keys() <= title_terms):
                 continue
-            score = sum(self.index.idf(term) for term in distinct) / np.sqrt(len(distinct))
+            score = sum(distinct.values()) / np.sqrt(len(distinct))
             if best is None or score > best[0]:
                 best = (score, words)
         if best is None:
@@ -277,20 +280,23 @@ class HeuristicGenerator:
         chosen = _rarest(best[1], KEY_TERMS)
         picked = _in_order(best[1], chosen)
         if self._distinctive(chunk):
-            title_words = [word for word in self._words(chunk.title or "") if word[1] not in chosen]
+            title_words = [word for word in self._words(chunk.title or "", counts) if word[1] not in chosen]
             tail = _in_order(title_words, _rarest(title_words, TITLE_TERMS))
             if tail:
                 picked += ["in", *tail]
         template = TEMPLATES[(chunk.chunk_id + self.seed) % len(TEMPLATES)]
         return template.format(words=" ".join(picked))
 
-    def _words(self, text: str) -> list[tuple[str, str, float]]:
-        """(word as written, lower-cased; its term; its idf) for each word of `text` that is a known term."""
+    def _words(self, text: str, counts: Counter[str] | None = None) -> list[tuple[str, str, float]]:
+        """(word as written, lower-cased; its term; its weight) for each word of `text` that is a known term
+        with a letter in it; the weight is the term's idf times 1 + ln(its count in the chunk, `counts`)."""
         found = []
         for word in _WORDS.findall(text):
-            terms = self.analyzer.terms(word)
-            if len(terms) == 1 and self.index.idf(terms[0]) > 0:
-                found.append((word.lower(), terms[0], self.index.idf(terms[0])))
+            terms = self.analyzer.terms(word) if any(ch.isalpha() for ch in word) else []
+            idf = self.index.idf(terms[0]) if len(terms) == 1 else 0.0
+            if idf > 0:
+                tf = counts.get(terms[0], 1) if counts else 1
+                found.append((word.lower(), terms[0], idf * (1 + float(np.log(max(tf, 1))))))
         return found
 
     def _distinctive(self, chunk: SampledChunk) -> bool:
@@ -300,11 +306,11 @@ class HeuristicGenerator:
 
 
 def _rarest(words: list[tuple[str, str, float]], count: int) -> set[str]:
-    """The `count` distinct terms of `words` with the highest idf (ties: the earlier word)."""
-    idf: dict[str, float] = {}
+    """The `count` distinct terms of `words` with the highest weight (ties: the earlier word)."""
+    weight: dict[str, float] = {}
     for _, term, value in words:
-        idf.setdefault(term, value)
-    return set(sorted(idf, key=lambda term: -idf[term])[:count])
+        weight.setdefault(term, value)
+    return set(sorted(weight, key=lambda term: -weight[term])[:count])
 
 
 def _in_order(words: list[tuple[str, str, float]], terms: set[str]) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from evals.beir import load_qrels, load_queries
+from evals.rerank import transfer
 from ingest.pipeline import Ingestion, IngestOptions
 from rag_server.config import Settings
 from rag_server.domains import Domain, HnswOptions, ensure_domain, get_domain
@@ -28,6 +29,7 @@ from rag_server.rerank.synthetic import (
     write_folder,
 )
 from rag_server.retrieval.analyzer import Analyzer
+from rag_server.retrieval.search import Searcher
 from tests.conftest import run_cli
 from tests.scripted_llm import ScriptedLLM, last_user_message
 
@@ -237,3 +239,35 @@ def test_cli_llm_generator_reports_usage(module_settings: Settings, domain: Doma
     # The same reply for every chunk: asked once, the repeats passed over.
     assert summary["questions"] == 1 and summary["skipped_chunks"] == len(SUBJECTS) - 1
     assert summary["usage"]["model_calls"] == len(SUBJECTS)
+
+
+def test_a_model_trained_on_synthetic_questions_is_scored_on_real_judgements(
+    module_pool: ConnectionPool,
+    module_settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    domain: Domain,
+    tmp_path: Path,
+) -> None:
+    with module_pool.connection() as conn:
+        made = generate(conn, domain, HeuristicGenerator.for_domain(conn, domain, module_settings), 12)
+    write_folder(made, tmp_path / "synthetic", DOMAIN)
+    real = tmp_path / "real"
+    (real / "qrels").mkdir(parents=True)
+    questions = [
+        {"_id": f"q{i}", "text": f"what limits the life of a {s[0]}?"} for i, s in enumerate(SUBJECTS)
+    ]
+    (real / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    judged = "".join(f"q{i}\tr{i}\t1\n" for i in range(len(SUBJECTS)))
+    (real / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + judged)
+
+    report = transfer(
+        Searcher(module_pool, embedder, module_settings),
+        tmp_path / "synthetic",
+        "train",
+        real,
+        "test",
+        DOMAIN,
+    )
+    assert report["training_questions"] == 12 and report["evaluated_questions"] == len(SUBJECTS)
+    assert 0 < report["baseline_ndcg@10"] <= 1 and 0 < report["reranked_ndcg@10"] <= 1
+    assert isinstance(report["promoted"], bool)
