@@ -3,7 +3,8 @@
 `rag-server tune` (evals/tune.py) grid-searches the settings in `TUNABLE` on a domain's labels and records
 every run in the `tunings` table (migration 008); only a run that beat the domain's current configuration on
 held-out questions is promoted. Searches of that domain then use `Tuning.apply(settings)`; every other
-setting, and every domain never promoted, keeps the global value.
+setting, and every domain never promoted, keeps the global value. `tune --chunk-sizes` (evals/tune_chunks.py)
+promotes the settings in `CHUNKING` the same way; ingestion reads them for the domain (`tuned_chunking`).
 
 `TuningRegistry.for_domain` caches a domain's serving tuning for `ttl_s` seconds, so a busy domain costs one
 indexed lookup per second, not one per request; a promotion serves in every worker within that time.
