@@ -88,3 +88,8 @@ def generate(
             f"completion tokens, ${usage.cost_usd:.4f}"
         )
     typer.echo(f"next: rag-server train-reranker --domain {domain} --dataset {out} --no-ingest")
+    typer.echo(
+        "note: a gate on synthetic questions judges those questions, not your users' (on cranfield a reranker "
+        "promoted on them lost on the real ones: docs/rerankers.md); check it on a few real judgements",
+        err=True,
+    )
