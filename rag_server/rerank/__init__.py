@@ -3,7 +3,9 @@ sees. Per-domain trained rerankers plug in here (`rag_server.rerank.registry.Rer
 promoted one of a domain); until one is promoted for a domain, none runs.
 
 Modules: `features` (what a candidate is scored on), `model` (LightGBM lambdarank, stored as JSON),
-`feature` (the feature reranker), `promotion` (the eval gate), `store` (the `rerankers` table), `registry`.
+`feature` (the feature reranker), `cross_encoder` (a fine-tuned MiniLM pair scorer), `remote` (a `/v1/rerank`
+endpoint), `promotion` (the eval gate), `store` (the `rerankers` table), `registry`, and `synthetic`
+(training questions generated from a domain's chunks).
 """
 
 from __future__ import annotations
