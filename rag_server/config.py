@@ -165,6 +165,20 @@ class Settings(BaseSettings):
     # Candidates a question's search returns to the rerank stage, before the cut to the evidence.
     rerank_depth: int = Field(default=20, ge=1, le=200)
     answer_max_tokens: int = Field(default=400, ge=1, le=8000)
+    # Which reranker orders a question's candidates: `auto` = each domain's promoted one, else none; `none`;
+    # `remote` = a rerank endpoint you run (RAG_RERANK_URL; docs/rerankers.md), for every domain.
+    reranker: Literal["auto", "none", "remote"] = "auto"
+    # The remote reranker: the endpoint's full URL (e.g. http://host:8080/v1/rerank), its request shape
+    # (`cohere`: Cohere, Jina, llama.cpp, TEI's /v1/rerank; `tei`: TEI's own /rerank), the model it names, and
+    # its API key (sent as a bearer token, never logged or printed).
+    rerank_url: str | None = None
+    rerank_api: Literal["cohere", "tei"] = "cohere"
+    rerank_model: str | None = None
+    rerank_api_key: SecretStr | None = None
+    # Seconds per call; retries on 429 and 5xx with backoff honouring Retry-After. A call that still fails
+    # (or times out) leaves the fused order, and the answer says so (`reranker`: `remote (failed)`).
+    rerank_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    rerank_max_retries: int = Field(default=2, ge=0, le=10)
     # Operating point of the calibrated abstention: `balanced` takes the best accuracy on the calibration set,
     # `cautious` counts a guess twice an unneeded abstention (it withheld two thirds of SQuAD's right answers,
     # and the demo's "What does ERR-4013 mean?"), `never` always answers. docs/answers.md has the figures.
@@ -240,6 +254,10 @@ class Settings(BaseSettings):
             )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("RAG_POOL_MIN_SIZE must not exceed RAG_POOL_MAX_SIZE")
+        if self.reranker == "remote" and not self.rerank_url:
+            raise ValueError(
+                "RAG_RERANKER=remote needs RAG_RERANK_URL (the endpoint, e.g. http://host/v1/rerank)"
+            )
         return self
 
     def masked(self) -> dict[str, Any]:

@@ -124,7 +124,8 @@ class Pipeline:
                 return
             semantic = (request.question, settings, vector)
         for event in self._answered(request, trace, raise_errors, "miss", vector):
-            if event.name == "done":
+            # An answer the remote reranker failed on is not kept: the next one may get its order.
+            if event.name == "done" and not event.data["reranker"].endswith("(failed)"):
                 self.cache.put(domain, key, AskResponse.model_validate(event.data), state, semantic)
             yield event
 
@@ -170,6 +171,7 @@ class Pipeline:
         with trace.stage("rerank"):
             reranker = self._reranker(domain)
             result = replace(result, chunks=reranker.rerank(request.question, vector, result.chunks))
+            served = _reranker_name(reranker)  # now: a remote reranker's failure is known per call
         evidence = collect(result, k)
         yield Event("evidence", {"evidence": [item.as_dict() for item in evidence]})
 
@@ -225,7 +227,7 @@ class Pipeline:
                     "answerable": round(assessment.answerable, 4),
                     "signals": {name: round(value, 6) for name, value in assessment.features.items()},
                     "answerer": "none" if assessment.abstain else answerer.name,
-                    "reranker": _reranker_name(reranker),
+                    "reranker": served,
                     "tuning": result.tuning,
                     "citations": [c.as_dict() for c in citations],
                     "dropped_citations": dropped,
@@ -336,5 +338,7 @@ def _replayed(
 
 def _reranker_name(reranker: Reranker) -> str:
     """The reranker and, for a trained one, the id of its stored decision (`rag-server rerankers list`)."""
+    if getattr(reranker, "fell_back", False):  # it failed and the fused order served
+        return f"{reranker.name} (failed)"
     stored = getattr(reranker, "reranker_id", None)
     return f"{reranker.name}#{stored}" if stored is not None else reranker.name

@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from rag_server.config import Settings
 from rag_server.domains import Domain
 from rag_server.errors import RagError
 from rag_server.rerank import NoReranker, Reranker, store
@@ -21,6 +22,7 @@ from rag_server.rerank.cross_encoder import DEFAULT_MAX_LENGTH, CrossEncoderRera
 from rag_server.rerank.cross_encoder import KIND as CROSS_ENCODER_KIND
 from rag_server.rerank.feature import CandidateFeatures, FeatureReranker
 from rag_server.rerank.model import FeatureModel
+from rag_server.rerank.remote import RemoteReranker
 from rag_server.retrieval.search import Searcher
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,14 @@ class RerankerRegistry:
         self.searcher = searcher
         self._loaded: dict[int, Reranker] = {}  # reranker id -> reranker
         self._lock = threading.Lock()
+        # RAG_RERANKER=none or remote: one reranker for every domain instead of each one's promoted reranker.
+        self.fixed = fixed_reranker(searcher.settings)
 
     def for_domain(self, domain: Domain) -> Reranker:
-        """The domain's promoted reranker, else `NoReranker()` (also when its model cannot be served)."""
+        """The domain's promoted reranker, else `NoReranker()` (also when its model cannot be served); the
+        configured one when RAG_RERANKER is not `auto`."""
+        if self.fixed is not None:
+            return self.fixed
         with self.pool.connection() as conn:
             reranker_id = store.promoted_id(conn, domain.id)
             if reranker_id is None:
@@ -71,3 +78,12 @@ class RerankerRegistry:
         with self.pool.connection() as conn:
             found = store.decision(conn, domain.id)
         return found.as_dict() if found else None
+
+
+def fixed_reranker(settings: Settings) -> Reranker | None:
+    """The reranker RAG_RERANKER names for every domain; None for `auto` (each domain's promoted one)."""
+    if settings.reranker == "none":
+        return NoReranker()
+    if settings.reranker == "remote":
+        return RemoteReranker.from_settings(settings)
+    return None
