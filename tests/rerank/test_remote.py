@@ -126,7 +126,10 @@ def test_settings_need_a_url_for_remote_and_never_show_the_key(tmp_path: Path) -
     with pytest.raises(ConfigError, match="http"):
         RemoteReranker("ftp://example.com/rerank")
     configured = Settings(
-        reranker="remote", rerank_url="http://127.0.0.1:9/v1/rerank", rerank_api_key=SecretStr(KEY), _env_file=None
+        reranker="remote",
+        rerank_url="http://127.0.0.1:9/v1/rerank",
+        rerank_api_key=SecretStr(KEY),
+        _env_file=None,
     )
     assert configured.masked()["rerank_api_key"] == "***" and KEY not in repr(configured)
     assert RemoteReranker.from_settings(configured).host == "127.0.0.1:9"
