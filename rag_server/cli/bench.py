@@ -1,4 +1,4 @@
-"""`rag-server bench ingest|retrieval|router|answer|domains|api`: printed ratios, written as JSON."""
+"""`rag-server bench ingest|retrieval|router|answer|rerank|domains|api`: printed ratios, written as JSON."""
 
 from __future__ import annotations
 
@@ -254,6 +254,72 @@ def bench_answer(
             f"ttft p50 {figures['ttft_ms']['p50']:.1f} ms; "
             + (f"{rate['p50']:.1f} tokens/s" if rate else "no model configured (extractive answers)")
         )
+    typer.echo(f"written to {output}")
+
+
+@app.command("rerank")
+@reports_errors
+def bench_rerank(
+    domain: str = typer.Option(
+        "demo", "--domain", "-d", help="Domain searched (demo: ingested if missing; else --dataset's corpus)."
+    ),
+    dataset: Path = typer.Option(
+        None,
+        "--dataset",
+        exists=True,
+        file_okay=False,
+        help="BEIR folder whose labeled questions are searched and fit the feature model (default: the demo's "
+        "set); its corpus.jsonl is ingested into --domain when the domain does not exist.",
+    ),
+    split: str = typer.Option("test", help="The labeled questions' split."),
+    questions: int = typer.Option(30, "--questions", min=1, help="Questions measured (the split's first)."),
+    depths: list[int] = typer.Option(
+        [20, 50, 100], "--depth", min=1, max=1000, help="Candidates reranked (repeatable)."
+    ),
+    rounds: int = typer.Option(1, min=1, help="Passes over the questions."),
+    cross_encoder: Path = typer.Option(
+        None, "--cross-encoder", exists=True, file_okay=False, help="A cross-encoder's folder to measure too."
+    ),
+    output: Path = typer.Option(Path("reports/bench-rerank.json"), "--json", help="Where to write the JSON."),
+) -> None:
+    """Each reranker's latency (p50/p95 ms) and candidates/s at each depth, on the same real candidates:
+    none, features (fitted here on the labeled questions), remote (RAG_RERANK_URL) and a cross-encoder
+    (--cross-encoder); one not configured is listed as skipped."""
+    from importlib.resources import files
+
+    from evals.beir import load_queries
+    from evals.bench_rerank import BenchInputs, build_rerankers, run_rerank_bench, table
+    from ingest.pipeline import Ingestion
+    from rag_server.demo import DEMO_DOMAIN
+    from rag_server.domains import get_domain
+    from rag_server.errors import NotFound, RagError
+    from rag_server.retrieval.search import Searcher
+    from rag_server.services.demo import setup_demo
+
+    if dataset is None and domain != DEMO_DOMAIN:
+        raise RagError("give --dataset FOLDER (labeled questions of the domain) for a domain other than demo")
+    folder = dataset or Path(str(files("evals").joinpath("sets/demo")))
+    current = settings()
+    with database(current) as pool:
+        with pool.connection() as conn:
+            try:
+                get_domain(conn, domain)
+                missing = False
+            except NotFound:
+                missing = True
+        if missing and dataset is None:
+            setup_demo(current)
+        elif missing:
+            if not (folder / "corpus.jsonl").is_file():
+                raise RagError(f"domain {domain!r} does not exist and {folder} has no corpus.jsonl to ingest")
+            Ingestion.from_settings(pool, current).run([folder], domain)
+        searcher = Searcher(pool, get_embedder(current), current)
+        texts = [query.text for query in load_queries(folder, split)][:questions]
+        rerankers = build_rerankers(BenchInputs(searcher, domain, folder, split, cross_encoder))
+        result = run_rerank_bench(searcher, domain, texts, rerankers, depths, rounds)
+    write_json(output, result)
+    typer.echo(f"domain '{domain}', {result['questions']} questions x {rounds} round(s)\n")
+    typer.echo(table(result))
     typer.echo(f"written to {output}")
 
 
