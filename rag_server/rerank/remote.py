@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx  # the `openai` client's transport, so always installed with it
+import httpx
 import numpy as np
 
 from rag_server.config import Settings
