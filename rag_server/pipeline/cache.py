@@ -54,6 +54,8 @@ def cache_key(request: AskRequest, settings: Settings, answerer: str, model: str
         "abstention": settings.abstention,
         "calibration": calibration,
         "rerank_depth": settings.rerank_depth,
+        # Switching the reranker (or its endpoint) must not replay answers ranked by the previous one.
+        "reranker": [settings.reranker, settings.rerank_url, settings.rerank_model],
         "default_route": settings.default_route,
         # What a domain's tuning may change (the settings given are the domain's, tuning applied).
         "retrieval": [
