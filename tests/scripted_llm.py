@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from tests.loopback import LoopbackServer
 
 # A script gets the request body and returns the reply text, or {"tool": name, "arguments": {...}}.
 Script = Callable[[dict[str, Any]], str | dict[str, Any]]
@@ -55,17 +54,9 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self._complete)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Replies go out at once (as a real server's do): with Nagle on, a call could wait ~40 ms for an ACK.
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
+        self.server = LoopbackServer(self.app, "scripted model")
+        self.port = self.server.port
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
 
     async def _complete(self, request: Request) -> Any:
         body = await request.json()
@@ -142,15 +133,8 @@ class ScriptedLLM:
         }
 
     def __enter__(self) -> ScriptedLLM:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the scripted model server did not start")
-            time.sleep(0.01)
+        self.server.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
+        self.server.stop()

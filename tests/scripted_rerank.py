@@ -9,16 +9,13 @@ Two routes, one per request shape: `POST /v1/rerank` `{model, query, documents, 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.loopback import LoopbackServer
 from tests.scripted_llm import Fault
 
 # A script gets the query and the documents and returns one score per document.
@@ -43,18 +40,10 @@ class ScriptedReranker:
         self.app = FastAPI()
         self.app.post("/v1/rerank")(self._cohere)
         self.app.post("/rerank")(self._tei)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Replies go out at once (as a real server's do): with Nagle on, each call would wait ~40 ms for an ACK.
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
+        self.server = LoopbackServer(self.app, "scripted rerank")
+        self.port = self.server.port
         self.url = f"http://127.0.0.1:{self.port}/v1/rerank"
         self.tei_url = f"http://127.0.0.1:{self.port}/rerank"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
 
     async def _fault(self, request: Request) -> tuple[dict[str, Any], JSONResponse | None]:
         body = await request.json()
@@ -84,15 +73,8 @@ class ScriptedReranker:
         return [{"index": i, "score": s} for i, s in sorted(enumerate(scores), key=lambda x: -x[1])]
 
     def __enter__(self) -> ScriptedReranker:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the scripted rerank server did not start")
-            time.sleep(0.01)
+        self.server.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._socket.close()
+        self.server.stop()
