@@ -154,6 +154,16 @@ def cross_validate(
     return reranked, baseline, reports
 
 
+def split_report(split: str, reranked: Sequence[float], baseline: Sequence[float]) -> dict[str, Any]:
+    """Both mean nDCG@10 on a test split, reported beside a decision (never part of it)."""
+    return {
+        "split": split,
+        "questions": len(baseline),
+        "baseline_ndcg@10": round(float(np.mean(baseline)), 4),
+        "reranked_ndcg@10": round(float(np.mean(reranked)), 4),
+    }
+
+
 def train(
     searcher: Searcher,
     dataset: Path,
@@ -206,12 +216,7 @@ def train(
         model = final or fit([x.features for x in lists], [x.labels for x in lists])
         test_lists = collect(searcher, dataset, domain, test_split, depth, None, progress)
         ours, theirs = held_out_scores(test_lists, model)
-        decision["test"] = {
-            "split": test_split,
-            "questions": len(test_lists),
-            "baseline_ndcg@10": round(float(np.mean(theirs)), 4),
-            "reranked_ndcg@10": round(float(np.mean(ours)), 4),
-        }
+        decision["test"] = split_report(test_split, ours, theirs)
     decision["seconds"] = round(time.perf_counter() - started, 1)
     stored_model = final if verdict.promoted else None
     with searcher.pool.connection() as conn, conn.transaction():
@@ -354,12 +359,7 @@ def train_cross_encoder(
     if test_split is not None:
         test_lists = collect(searcher, dataset, domain, test_split, depth, None, progress)
         ours, theirs = cross_encoder_scores(test_lists, reranker, progress)
-        decision["test"] = {
-            "split": test_split,
-            "questions": len(test_lists),
-            "baseline_ndcg@10": round(float(np.mean(theirs)), 4),
-            "reranked_ndcg@10": round(float(np.mean(ours[reranker.weight])), 4),
-        }
+        decision["test"] = split_report(test_split, ours[reranker.weight], theirs)
     decision["seconds"] = round(time.perf_counter() - started, 1)
     model = (
         {"path": str(path), "max_length": training.options.max_length, "weight": reranker.weight}
