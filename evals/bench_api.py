@@ -1,8 +1,9 @@
 """`rag-server bench api`: the HTTP API under load next to the in-process cost of the same call.
 
 The server is `rag-server serve --workers N`, started here as a process of its own over the domain; the load
-comes from this process, over loopback: C clients (one connection each) send requests back to back, for a
-fixed number of requests or seconds a level, whichever ends first, after one warm-up request a client.
+comes from this process, over loopback (evals/loadgen.py, lighter than the server it measures): C clients (one
+keep-alive connection each) send requests back to back, for a fixed number of requests or seconds a level,
+whichever ends first, after one warm-up request a client.
 Measured: `/v1/search` over the demo's questions, and `/v1/ask` of one question asked once to fill the answer
 cache, then repeated (cache hits). Beside them, the same calls made in-process (`Searcher.search`,
 `Pipeline.ask`): what HTTP, JSON and the workers add is the ratio of the two.
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from evals.loadgen import Connection, post_request
 from evals.metrics import percentile
 from rag_server.errors import RagError
 from rag_server.pipeline import AskRequest, Pipeline
@@ -104,10 +106,12 @@ async def _level(
 ) -> dict[str, Any]:
     """`clients` concurrent clients posting `bodies` in turn to `path`, until `requests` are sent or
     `seconds` have passed."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=120) as client:
+    host = base_url.split("://", 1)[1]
+    prepared = [post_request(host, path, body, headers) for body in bodies]
+    connections = await asyncio.gather(*(Connection.open(base_url) for _ in range(clients)))
+    try:
         # One request a client first: connections opened, workers warm.
-        await asyncio.gather(*(client.post(path, json=bodies[n % len(bodies)]) for n in range(clients)))
+        await asyncio.gather(*(conn.send(prepared[n % len(prepared)]) for n, conn in enumerate(connections)))
         latencies: list[float] = []
         errors = 0
         hits = 0
@@ -115,19 +119,21 @@ async def _level(
         started = time.perf_counter()
         deadline = started + seconds
 
-        async def one_client() -> None:
+        async def one_client(conn: Connection) -> None:
             nonlocal errors, hits
             while (number := next(numbers)) < requests and time.perf_counter() < deadline:
                 sent = time.perf_counter()
-                response = await client.post(path, json=bodies[number % len(bodies)])
+                reply = await conn.send(prepared[number % len(prepared)])
                 latencies.append((time.perf_counter() - sent) * 1000)
-                if response.status_code != 200:
+                if reply.status != 200:
                     errors += 1
-                elif path == "/v1/ask" and response.json().get("cache") == "hit":
+                elif path == "/v1/ask" and reply.json().get("cache") == "hit":
                     hits += 1
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+        await asyncio.gather(*(one_client(conn) for conn in connections))
         elapsed = time.perf_counter() - started
+    finally:
+        await asyncio.gather(*(conn.close() for conn in connections))
     figures: dict[str, Any] = {
         "clients": clients,
         "requests": len(latencies),
