@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     embedding_model: str = PACKAGED_EMBEDDING_MODEL
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
     embedding_device: str = "cpu"
+    # Queries' vectors kept per process (most recently used first): a repeated query skips the model.
+    embedding_cache_size: int = Field(default=4096, ge=0, le=1_000_000)
 
     # --- chunking ---
     chunker: ChunkerName = "auto"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -41,7 +42,7 @@ def model_dir(name: str) -> Path | str:
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded offline; thread-safe (one encode at a time)."""
 
-    def __init__(self, name: str, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, name: str, device: str = "cpu", batch_size: int = 64, cache_size: int = 0) -> None:
         # Nothing may download at run time: a name that is not on disk fails here, clearly.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -70,19 +71,29 @@ class SentenceTransformerEmbedder:
         self._lock = threading.Lock()
         self._waiting: list[_Job] = []
         self._waiting_lock = threading.Lock()
+        self._recent = QueryVectors(cache_size)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One row per text, L2-normalized, float32.
 
         Small calls (a server's queries) that arrive while the model is busy are encoded together by the
         next caller to get it: one forward pass for all of them instead of one each, which is what a server
-        under concurrent searches spends its time on."""
+        under concurrent searches spends its time on. A query asked again is served from the most recent
+        RAG_EMBEDDING_CACHE_SIZE ones without the model."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) > _COMBINED_CALL_TEXTS:
             with self._lock:
                 return self._encode(list(texts))
-        job = _Job(list(texts))
+        known = self._recent.get(texts)
+        if known is not None:
+            return known
+        vectors = self._combined(list(texts))
+        self._recent.put(texts, vectors)
+        return vectors
+
+    def _combined(self, texts: list[str]) -> np.ndarray:
+        job = _Job(texts)
         with self._waiting_lock:
             self._waiting.append(job)
         with self._lock:
@@ -115,6 +126,36 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+class QueryVectors:
+    """The vectors of the latest small calls (a server's queries), by text, at most `size` of them."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The vectors of all of `texts`, or None when one is not kept."""
+        if not self.size:
+            return None
+        with self._lock:
+            if not all(text in self._vectors for text in texts):
+                return None
+            for text in texts:
+                self._vectors.move_to_end(text)
+            return np.stack([self._vectors[text] for text in texts])
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        if not self.size:
+            return
+        with self._lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._vectors[text] = vector
+                self._vectors.move_to_end(text)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+
 # Calls of at most this many texts may be combined, up to this many calls in one forward pass.
 _COMBINED_CALL_TEXTS = 4
 _COMBINED_BATCH = 32
@@ -130,12 +171,15 @@ class _Job:
 
 
 @cache
-def _cached_embedder(name: str, device: str, batch_size: int) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(name, device, batch_size)
+def _cached_embedder(name: str, device: str, batch_size: int, cache_size: int) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(name, device, batch_size, cache_size)
 
 
 def get_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     """The configured embedder, loaded once per process."""
     return _cached_embedder(
-        settings.embedding_model, settings.embedding_device, settings.embedding_batch_size
+        settings.embedding_model,
+        settings.embedding_device,
+        settings.embedding_batch_size,
+        settings.embedding_cache_size,
     )

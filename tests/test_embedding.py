@@ -60,3 +60,37 @@ def test_a_failed_pass_fails_every_call_in_it(counting: Counting) -> None:
         counting.fail = False
     assert all(isinstance(error, RuntimeError) for error in errors)
     assert counting.embed(["still works"]).shape == (1, counting.dimension)
+
+
+class Remembering(Counting):
+    def __init__(self, cache_size: int) -> None:
+        SentenceTransformerEmbedder.__init__(self, "packaged:all-MiniLM-L6-v2", cache_size=cache_size)
+        self.passes = 0
+        self.fail = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+
+def test_a_repeated_query_skips_the_model_and_gets_the_same_vector() -> None:
+    remembering = Remembering(cache_size=2)
+    first = remembering.embed(["how are refunds approved?"])
+    again = remembering.embed(["how are refunds approved?"])
+    assert remembering.passes == 1 and np.array_equal(first, again)
+    remembering.embed(["when are invoices sent?"])
+    remembering.embed(["who approves a refund?"])  # the third query: the first is forgotten
+    remembering.embed(["how are refunds approved?"])
+    assert remembering.passes == 4
+    # A call is served from memory only when every text is known; ingestion-size calls never are.
+    remembering.embed(["how are refunds approved?", "a text never seen"])
+    assert remembering.passes == 5
+    batch = [f"passage {i}" for i in range(8)]
+    remembering.embed(batch)
+    remembering.embed(batch)
+    assert remembering.passes == 7
+
+
+def test_no_query_cache_when_its_size_is_zero() -> None:
+    remembering = Remembering(cache_size=0)
+    remembering.embed(["how are refunds approved?"])
+    remembering.embed(["how are refunds approved?"])
+    assert remembering.passes == 2
