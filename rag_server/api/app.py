@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,9 +38,16 @@ ROUTERS = [
     web.router,
 ]
 
+BLOCKING_THREADS = 40
+
 # How `rag-server serve` runs uvicorn: h11 with room for a long request line, so that our middleware, not
-# the HTTP parser, answers an overlong URL (414 with a reason rather than a bare 400 and a reset).
-SERVER_OPTIONS: dict[str, Any] = {"http": "h11", "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES}
+# the HTTP parser, answers an overlong URL (414 with a reason rather than a bare 400 and a reset); uvloop
+# where it installs.
+SERVER_OPTIONS: dict[str, Any] = {
+    "http": "h11",
+    "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,
+    "loop": "auto",
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The built-in router model is trained once per data dir (then cached): here, on the main thread,
             # not inside the first request's worker thread, where BLAS threads made it take many minutes.
             app.state.searcher.router.warm()
+            # Blocking work (queries, models) goes to this pool with asyncio.to_thread: a lighter hop than
+            # anyio's, sized like anyio's default so as many requests may wait on the database as before.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="rag-api")
+            )
             yield
 
     app = FastAPI(

@@ -3,10 +3,10 @@ against the key's rate limit on the way (RAG_AUTH_DISABLED: the local owner of p
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import ConnectionPool
 
 from rag_server.api.deps import PoolDep, SettingsDep
@@ -34,7 +34,7 @@ async def caller(request: Request, pool: PoolDep, settings: SettingsDep) -> Prin
             count_request(conn, principal)
             return principal
 
-    principal = await run_in_threadpool(run)
+    principal = await asyncio.to_thread(run)
     request.state.principal = principal
     return principal
 
@@ -44,14 +44,16 @@ CallerDep = Annotated[Principal, Depends(caller)]
 
 async def check_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
     """403 unless the key may use `domain` (granted to it, of its project)."""
+    if not principal.unrestricted:
+        await asyncio.to_thread(allow_domain, pool, principal, domain)
+
+
+def allow_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
+    """`check_domain` for a caller already in a worker thread."""
     if principal.unrestricted:
         return
-
-    def run() -> int | None:
-        with pool.connection() as conn:
-            return domain_project(conn, domain)
-
-    principal.check_domain(domain, await run_in_threadpool(run))
+    with pool.connection() as conn:
+        principal.check_domain(domain, domain_project(conn, domain))
 
 
 def visible(principal: Principal, domains: list[Domain]) -> list[Domain]:

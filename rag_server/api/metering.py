@@ -3,11 +3,11 @@ ends (answered, failed, or cut off by the client), and logged for usage and feed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi.concurrency import run_in_threadpool
 from psycopg_pool import ConnectionPool
 
 from rag_server import usage
@@ -44,15 +44,15 @@ class Meter:
 
     async def open(self, tokens: int, usd: float) -> None:
         """Reserve the worst case: 429 or 402 (raised) when a limit would be passed."""
+        if tokens > 0 or usd > 0:  # else nothing to reserve (no priced model): no hop, no round trip
+            await asyncio.to_thread(self.hold, tokens, usd)
 
+    def hold(self, tokens: int, usd: float) -> None:
+        """`open` for a caller already in a worker thread."""
         if tokens <= 0 and usd <= 0:
-            return  # nothing to reserve (no priced model): no round trip
-
-        def run() -> Reservation:
-            with self.pool.connection() as conn:
-                return reserve(conn, self.principal, tokens, usd)
-
-        self.held = await run_in_threadpool(run)
+            return
+        with self.pool.connection() as conn:
+            self.held = reserve(conn, self.principal, tokens, usd)
 
     def close(
         self,
@@ -80,9 +80,6 @@ class Meter:
         )
         try:
             with self.pool.connection() as conn:
-                # The log and the settlement commit without waiting for the disk: a crash may lose the last
-                # fraction of a second of them, never a request's answer, and no request waits on an fsync.
-                conn.execute("SET LOCAL synchronous_commit TO off")
                 if self.held is not None:
                     settle(conn, self.held, spent.prompt_tokens + spent.completion_tokens, spent.cost_usd)
                 usage.record(conn, self.principal, record)
@@ -91,7 +88,7 @@ class Meter:
             log.exception("settling request %s failed", self.trace.request_id)
 
     async def aclose(self, status: int, answer: AskResponse | None = None, **kwargs: Any) -> None:
-        await run_in_threadpool(lambda: self.close(status, answer, **kwargs))
+        await asyncio.to_thread(lambda: self.close(status, answer, **kwargs))
 
     def events(self, events: Iterator[Event]) -> Iterator[Event]:
         """The events as they are; the request settles when they end, fail, or are abandoned by the client."""

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from rag_server.documents import DocumentInfo
@@ -374,3 +375,9 @@ class UsageOut(BaseModel):
     totals: UsageTotals
     rows: list[UsageRowOut]
     budget: BudgetOut
+
+
+def as_json(model: BaseModel) -> Response:
+    """A response model we built ourselves, as its JSON: returned as an object, FastAPI would validate it
+    once more on the way out (a cached answer spends as long there as in its lookup)."""
+    return Response(model.model_dump_json(), media_type="application/json")

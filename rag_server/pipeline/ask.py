@@ -99,8 +99,7 @@ class Pipeline:
         tuned = self.searcher.tunings.for_domain(domain).apply(self.settings)
         key = cache_key(request, tuned, self._answerer_name(), self._model_name(), self._calibration_id)
         with trace.stage("cache"):
-            state = self.cache.state(domain)
-            cached = self.cache.get(domain, key)
+            state, cached = self.cache.lookup(domain, key)
         if cached is not None:
             yield from _replayed(cached, trace, request.question, {"cache_match": "exact"})
             return

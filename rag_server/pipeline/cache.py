@@ -17,7 +17,6 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 from psycopg.types.json import Jsonb
@@ -128,16 +127,21 @@ class AnswerCache:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def get(self, domain: Domain, key: bytes) -> AskResponse | None:
+    def lookup(self, domain: Domain, key: bytes) -> tuple[tuple[int, str], AskResponse | None]:
+        """The domain's state (its generation and catalog stamp) and the answer kept under `key` at that state,
+        counted as a hit: one round trip, since a hit is the whole of a cached request's work."""
         with self.pool.connection() as conn:
-            # A hit counter need not wait for the disk: the commit returns at once (a crash loses a few counts).
-            conn.execute("SET LOCAL synchronous_commit TO off")
             row = conn.execute(
-                "UPDATE answer_cache SET hits = hits + 1"
-                " WHERE domain_id = %s AND key = %s AND generation = %s AND catalog = %s RETURNING response",
-                (domain.id, key, *_state(conn, domain)),
+                f"WITH state AS ({_STATE}),"
+                " hit AS (UPDATE answer_cache a SET hits = a.hits + 1 FROM state s"
+                "  WHERE a.domain_id = %(domain)s AND a.key = %(key)s AND a.generation = s.generation"
+                "  AND a.catalog = s.catalog RETURNING a.response)"
+                " SELECT s.generation, s.catalog, (SELECT response FROM hit) FROM state s",
+                {"domain": domain.id, "key": key},
             ).fetchone()
-        return AskResponse.model_validate(row[0]) if row else None
+        if row is None:
+            return (-1, ""), None
+        return (int(row[0]), str(row[1])), AskResponse.model_validate(row[2]) if row[2] is not None else None
 
     def put(
         self,
@@ -159,10 +163,6 @@ class AnswerCache:
                 " settings_key = EXCLUDED.settings_key, embedding = EXCLUDED.embedding, created_at = now(), hits = 0",
                 (domain.id, key, *state, Jsonb(response.model_dump(mode="json")), question, settings, vector),
             )
-
-    def state(self, domain: Domain) -> tuple[int, str]:
-        with self.pool.connection() as conn:
-            return _state(conn, domain)
 
     def nearest(
         self,
@@ -200,13 +200,10 @@ class AnswerCache:
         return None
 
 
-def _state(conn: Any, domain: Domain) -> tuple[int, str]:
-    """The domain's document generation and a stamp of its tables and joins."""
-    row = conn.execute(
-        "SELECT d.generation,"
-        " (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM sql_tables WHERE domain_id = d.id)"
-        " || ':' || (SELECT coalesce(max(id), 0) FROM sql_joins WHERE domain_id = d.id)"
-        " FROM domains d WHERE d.id = %s",
-        (domain.id,),
-    ).fetchone()
-    return (int(row[0]), str(row[1])) if row else (-1, "")
+# The domain's document generation and a stamp of its tables and joins: what a kept answer was made at.
+_STATE = (
+    "SELECT d.generation,"
+    " (SELECT count(*) || ':' || coalesce(max(updated_at)::text, '') FROM sql_tables WHERE domain_id = d.id)"
+    " || ':' || (SELECT coalesce(max(id), 0) FROM sql_joins WHERE domain_id = d.id) AS catalog"
+    " FROM domains d WHERE d.id = %(domain)s"
+)

@@ -7,20 +7,21 @@ cannot start (unknown domain, bad filter) is a plain 4xx before any event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from rag_server.api.auth import CallerDep, check_domain
+from rag_server.api.auth import CallerDep, allow_domain
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
 from rag_server.api.metering import Meter, failed_status
 from rag_server.api.metrics import Metrics
+from rag_server.api.schemas import as_json
 from rag_server.documents import check_filter_keys
 from rag_server.pipeline import AskRequest, AskResponse, Event, Pipeline
 from rag_server.pipeline.quote import worst_case
@@ -62,36 +63,37 @@ async def ask(
     pipeline: Pipeline = request.app.state.pipeline
     trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
     domain = body.domain or settings.default_domain
-    await check_domain(pool, principal, domain)
+    meter = Meter(pool, principal, "ask", domain, trace, body.question)
+    streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
 
-    def check() -> None:
+    def start() -> None:
+        allow_domain(pool, principal, domain)
         with pool.connection() as conn:
             check_filter_keys(conn, domain, body.filters)
+        max_tokens = body.max_tokens or settings.answer_max_tokens
+        quote = worst_case(settings, pipeline.searcher.model, body.question, max_tokens, body.k)
+        meter.hold(quote.tokens, quote.usd)
 
-    await run_in_threadpool(check)
-    meter = Meter(pool, principal, "ask", domain, trace, body.question)
-    quote = worst_case(
-        settings,
-        pipeline.searcher.model,
-        body.question,
-        body.max_tokens or settings.answer_max_tokens,
-        body.k,
-    )
-    await meter.open(quote.tokens, quote.usd)
-    streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    def answer() -> AskResponse:
+        # One hop to a worker thread for all of the request's blocking work (each hop costs the event loop).
+        start()
+        try:
+            answered = pipeline.ask(body, trace)
+        except Exception as error:
+            meter.close(failed_status(error))
+            raise
+        meter.close(200, answered)
+        return answered
+
     metrics: Metrics = request.app.state.metrics
     if not streaming:
-        try:
-            answer = await run_in_threadpool(pipeline.ask, body, trace)
-        except Exception as error:
-            await meter.aclose(failed_status(error))
-            raise
-        metrics.observe_answer(answer)
-        await meter.aclose(200, answer)
-        return answer
+        answered = await asyncio.to_thread(answer)
+        metrics.observe_answer(answered)
+        return as_json(answered)
+    await asyncio.to_thread(start)
     events = meter.events(pipeline.events(body, trace))
     # The first event runs the search: a request that cannot start fails here, as a plain 4xx.
-    first = await run_in_threadpool(next, events)
+    first = await asyncio.to_thread(next, events)
     frames: Iterator[str] = (frame(event) for event in observed(chain([first], events), metrics))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from rag_server.api.auth import CallerDep, check_domain, visible
 from rag_server.api.deps import PoolDep
@@ -36,7 +36,7 @@ async def domains(pool: PoolDep, principal: CallerDep) -> DomainsResponse:
             found = visible(principal, list_domains(conn))
         return DomainsResponse(domains=[DomainOut.of(domain) for domain in found])
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.get("/v1/domains/{domain}/documents", responses=ERROR_RESPONSES)
@@ -55,7 +55,7 @@ async def documents(
             total, found = list_documents(conn, domain, limit, offset)
         return DocumentsPage(total=total, documents=[DocumentOut.of(document) for document in found])
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.post("/v1/domains/{domain}/documents", responses=ERROR_RESPONSES)
@@ -91,7 +91,7 @@ async def add_documents(
             failures=summary.errors,
         )
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.delete("/v1/domains/{domain}/documents/{document_id}", responses=ERROR_RESPONSES)
@@ -109,5 +109,5 @@ async def remove_document(
         with pool.connection() as conn:
             delete_document(conn, domain, document_id)
 
-    await run_in_threadpool(run)
+    await asyncio.to_thread(run)
     return DeletedOut(domain=domain, document_id=document_id)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
 from rag_server.api.auth import CallerDep
 from rag_server.api.deps import PoolDep
@@ -24,4 +25,4 @@ async def feedback(body: FeedbackIn, pool: PoolDep, principal: CallerDep) -> Fee
                 conn, principal, body.request_id, body.helpful, body.comment, body.correct_evidence
             )
 
-    return FeedbackOut(id=await run_in_threadpool(run))
+    return FeedbackOut(id=await asyncio.to_thread(run))

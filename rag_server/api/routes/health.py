@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from psycopg_pool import PoolTimeout
 
@@ -30,7 +31,7 @@ async def health(pool: PoolDep) -> Health:
         with pool.connection() as conn:
             conn.execute("SELECT 1")
 
-    await run_in_threadpool(ping)
+    await asyncio.to_thread(ping)
     return Health(status="ok", version=__version__)
 
 
@@ -57,7 +58,7 @@ async def ready(request: Request, pool: PoolDep) -> JSONResponse:
         checks = {"database": database, "migrations": migrations, "models": models}
         return Readiness(ready=all(checks.values()), checks=checks, version=__version__)
 
-    readiness = await run_in_threadpool(check)
+    readiness = await asyncio.to_thread(check)
     return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
 
@@ -73,6 +74,6 @@ async def metrics(request: Request) -> Response:
         except (psycopg.Error, PoolTimeout):
             return {}  # the database is down: /readyz says so, the other metrics still come
 
-    metrics.observe_budgets(await run_in_threadpool(budgets))
+    metrics.observe_budgets(await asyncio.to_thread(budgets))
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from fastapi.concurrency import run_in_threadpool
 
 from rag_server.api.auth import CallerDep
 from rag_server.api.deps import PoolDep
@@ -34,7 +34,7 @@ async def create(body: KeyIn, pool: PoolDep, principal: CallerDep) -> KeyOut:
             )
         return KeyOut.of(created.info, created.key)
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.get("/v1/keys", responses=ERROR_RESPONSES)
@@ -46,7 +46,7 @@ async def listed(pool: PoolDep, principal: CallerDep) -> KeysOut:
         with pool.connection() as conn:
             return KeysOut(keys=[KeyOut.of(info) for info in list_keys(conn, principal.project)])
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.delete("/v1/keys/{key_id}", responses=ERROR_RESPONSES)
@@ -60,4 +60,4 @@ async def revoke(
         with pool.connection() as conn:
             return KeyOut.of(revoke_key(conn, key_id, principal.project))
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)

@@ -8,6 +8,7 @@ never cumulative text; `stream_options.include_usage` adds a last chunk with the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,6 @@ from itertools import chain
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -139,7 +139,7 @@ async def models(pool: PoolDep, principal: CallerDep) -> ModelList:
             found = visible(principal, list_domains(conn))
         return ModelList(data=[ModelCard(id=d.name, created=int(d.created_at.timestamp())) for d in found])
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
 
 
 @router.post(
@@ -171,7 +171,7 @@ async def chat_completions(
     created = int(time.time())
     if not body.stream:
         try:
-            answer = await run_in_threadpool(pipeline.ask, ask, trace)
+            answer = await asyncio.to_thread(pipeline.ask, ask, trace)
         except Exception as error:
             await meter.aclose(failed_status(error))
             raise
@@ -179,7 +179,7 @@ async def chat_completions(
         await meter.aclose(200, answer)
         return _completion(answer, body.model, created)
     events = meter.events(pipeline.events(ask, trace))
-    first = await run_in_threadpool(next, events)  # a request that cannot start is a plain 4xx
+    first = await asyncio.to_thread(next, events)  # a request that cannot start is a plain 4xx
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     counted = observed(chain([first], events), request.app.state.metrics)
     chunks = _chunks(counted, body.model, created, trace.request_id, include_usage)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 
 from rag_server.api.auth import CallerDep
 from rag_server.api.deps import PoolDep
@@ -50,4 +50,4 @@ async def usage(
             project=principal.project, key_id=key_id, days=days, totals=totals, rows=rows, budget=budget
         )
 
-    return await run_in_threadpool(run)
+    return await asyncio.to_thread(run)
