@@ -458,13 +458,20 @@ def _groups(
 ) -> Iterator[list[SourceDocument]]:
     """Documents in groups of `size`; failures go to `failed` as they come.
 
-    A failure is logged at debug level only: it is in the summary, which the caller reports once.
+    A failure is logged at debug level only: it is in the summary, which the caller reports once. A document
+    whose id came earlier in the run is a failure too.
     """
     group: list[SourceDocument] = []
+    ids: set[str] = set()
     for item in loaded:
         if isinstance(item, LoadFailure):
             failed(item)
             continue
+        if item.external_id in ids:
+            # Two versions of one document in one ingest: which is meant is not ours to guess.
+            failed(LoadFailure(Path(item.source), f"id {item.external_id!r} again: the first one is kept"))
+            continue
+        ids.add(item.external_id)
         group.append(item)
         if len(group) >= size:
             yield group

@@ -218,6 +218,22 @@ def test_bad_files_are_reported_and_skipped(
         assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 7  # type: ignore[index]
 
 
+def test_a_document_id_given_twice_keeps_the_first_and_reports_the_second(
+    pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    # One upload (POST .../documents writes one such file) or two files naming the same id.
+    (tmp_path / "a.jsonl").write_text(
+        '{"id": "dup", "text": "Refunds take five days."}\n{"id": "dup", "text": "Refunds take a year."}\n'
+    )
+    (tmp_path / "b.jsonl").write_text(
+        '{"id": "dup", "text": "Never."}\n{"id": "other", "text": "Invoices."}\n'
+    )
+    summary = _ingestion(pool, embedder).run([tmp_path], DOMAIN)
+    assert summary.documents_added == 2 and summary.documents_failed == 2
+    assert all("'dup' again" in error["reason"] for error in summary.errors)
+    assert _chunk_texts(pool, "dup") == ["Refunds take five days."]
+
+
 def test_missing_path_is_an_error(
     pool: ConnectionPool, embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
