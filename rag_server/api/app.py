@@ -42,7 +42,7 @@ BLOCKING_THREADS = 40
 
 # How `rag-server serve` runs uvicorn: h11 with room for a long request line, so that our middleware, not
 # the HTTP parser, answers an overlong URL (414 with a reason rather than a bare 400 and a reset); uvloop
-# where it installs.
+# where it installs. (httptools measured no faster here, and answers a URL past 64 KiB with a bare 400.)
 SERVER_OPTIONS: dict[str, Any] = {
     "http": "h11",
     "h11_max_incomplete_event_size": MAX_REQUEST_HEAD_BYTES,

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
 from rag_server.api.deps import PoolDep, SettingsDep
+from rag_server.config import Settings
 from rag_server.domains import Domain
 from rag_server.keys import Principal, authenticate, local_principal
 from rag_server.limits import count_request
@@ -22,38 +23,46 @@ def bearer(request: Request) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
+async def presented_key(request: Request) -> str | None:
+    """`bearer` as a dependency of its own (async: no worker thread for reading a header)."""
+    return bearer(request)
+
+
 async def caller(request: Request, pool: PoolDep, settings: SettingsDep) -> Principal:
     """The request's principal; 401 without a valid key, 429 past the key's requests per minute."""
-    key = bearer(request)
+    return await asyncio.to_thread(identify, pool, settings, bearer(request))
 
-    def run() -> Principal:
-        with pool.connection() as conn:
-            if settings.auth_disabled:
-                return local_principal(conn)
+
+def identify(
+    pool: ConnectionPool, settings: Settings, key: str | None, domain: str | None = None
+) -> Principal:
+    """`caller` for a route that does its blocking work in one worker thread: the key's principal, its request
+    counted, and with `domain`, 403 unless it may use that domain; one connection for all of it."""
+    with pool.connection() as conn:
+        if settings.auth_disabled:
+            principal = local_principal(conn)
+        else:
             principal = authenticate(conn, key)
             count_request(conn, principal)
-            return principal
-
-    principal = await asyncio.to_thread(run)
-    request.state.principal = principal
+        if domain is not None and not principal.unrestricted:
+            principal.check_domain(domain, domain_project(conn, domain))
     return principal
 
 
 CallerDep = Annotated[Principal, Depends(caller)]
+KeyDep = Annotated[str | None, Depends(presented_key)]
 
 
 async def check_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
     """403 unless the key may use `domain` (granted to it, of its project)."""
-    if not principal.unrestricted:
-        await asyncio.to_thread(allow_domain, pool, principal, domain)
-
-
-def allow_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
-    """`check_domain` for a caller already in a worker thread."""
     if principal.unrestricted:
         return
-    with pool.connection() as conn:
-        principal.check_domain(domain, domain_project(conn, domain))
+
+    def run() -> int | None:
+        with pool.connection() as conn:
+            return domain_project(conn, domain)
+
+    principal.check_domain(domain, await asyncio.to_thread(run))
 
 
 def visible(principal: Principal, domains: list[Domain]) -> list[Domain]:

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from rag_server.api.auth import CallerDep, allow_domain
+from rag_server.api.auth import KeyDep, identify
 from rag_server.api.deps import PoolDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
 from rag_server.api.metering import Meter, failed_status
@@ -56,27 +56,26 @@ def observed(events: Iterable[Event], metrics: Metrics) -> Iterator[Event]:
         },
     },
 )
-async def ask(
-    body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep, principal: CallerDep
-) -> Any:
+async def ask(body: AskRequest, request: Request, pool: PoolDep, settings: SettingsDep, key: KeyDep) -> Any:
     """Answer a question from a domain's documents and tables, with checked citations, or abstain."""
     pipeline: Pipeline = request.app.state.pipeline
     trace = RequestTrace(request_id=request_id(request) or RequestTrace().request_id)
     domain = body.domain or settings.default_domain
-    meter = Meter(pool, principal, "ask", domain, trace, body.question)
     streaming = body.stream or "text/event-stream" in request.headers.get("accept", "")
 
-    def start() -> None:
-        allow_domain(pool, principal, domain)
+    def start() -> Meter:
+        principal = identify(pool, settings, key, domain)
         with pool.connection() as conn:
             check_filter_keys(conn, domain, body.filters)
+        meter = Meter(pool, principal, "ask", domain, trace, body.question)
         max_tokens = body.max_tokens or settings.answer_max_tokens
         quote = worst_case(settings, pipeline.searcher.model, body.question, max_tokens, body.k)
         meter.hold(quote.tokens, quote.usd)
+        return meter
 
     def answer() -> AskResponse:
         # One hop to a worker thread for all of the request's blocking work (each hop costs the event loop).
-        start()
+        meter = start()
         try:
             answered = pipeline.ask(body, trace)
         except Exception as error:
@@ -90,7 +89,7 @@ async def ask(
         answered = await asyncio.to_thread(answer)
         metrics.observe_answer(answered)
         return as_json(answered)
-    await asyncio.to_thread(start)
+    meter = await asyncio.to_thread(start)
     events = meter.events(pipeline.events(body, trace))
     # The first event runs the search: a request that cannot start fails here, as a plain 4xx.
     first = await asyncio.to_thread(next, events)

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 
-from rag_server.api.auth import CallerDep, allow_domain
+from rag_server.api.auth import KeyDep, identify
 from rag_server.api.deps import PoolDep, SearcherDep, SettingsDep
 from rag_server.api.errors import ERROR_RESPONSES, request_id
 from rag_server.api.metering import Meter, failed_status
@@ -26,18 +26,18 @@ async def search(
     searcher: SearcherDep,
     pool: PoolDep,
     settings: SettingsDep,
-    principal: CallerDep,
+    key: KeyDep,
 ) -> Response:
     """Search a domain: the ranked chunks with the time each stage took."""
     request = SearchRequest(
         body.query, body.domain or settings.default_domain, body.route, body.k, body.filters
     )
     trace = RequestTrace(request_id=request_id(http) or RequestTrace().request_id)
-    meter = Meter(pool, principal, "search", request.domain, trace, body.query)
 
     def run() -> SearchResult:
         # One hop to a worker thread for all of the request's blocking work (each hop costs the event loop).
-        allow_domain(pool, principal, request.domain)
+        principal = identify(pool, settings, key, request.domain)
+        meter = Meter(pool, principal, "search", request.domain, trace, body.query)
         quote = worst_case(settings, searcher.model, body.query, None)
         meter.hold(quote.tokens, quote.usd)
         try:
