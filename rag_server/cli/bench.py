@@ -331,7 +331,7 @@ def bench_api(
     clients: list[int] = typer.Option(
         [1, 8, 32], "--clients", min=1, max=1000, help="Concurrent clients of a level (repeatable)."
     ),
-    requests: int = typer.Option(500, min=1, help="Requests per level and endpoint, at most."),
+    requests: int = typer.Option(3000, min=1, help="Requests per level and endpoint, at most."),
     seconds: float = typer.Option(20.0, min=0.1, help="Seconds per level and endpoint, at most."),
     question: str = typer.Option(
         None,
@@ -340,11 +340,12 @@ def bench_api(
     output: Path = typer.Option(Path("reports/bench-api.json"), "--json", help="Where to write the JSON."),
 ) -> None:
     """/v1/search and cached /v1/ask under 1, 8, 32 concurrent clients (requests/s, p50, p95) against
-    `serve --workers N` on loopback, next to the same calls in-process."""
+    `serve --workers N` on loopback, next to the same calls in-process; then /v1/search again with the server's
+    query-vector cache off (every query embedded)."""
     import json
     from importlib.resources import files
 
-    from evals.bench_api import request_headers, run_api_bench, served_api, table
+    from evals.bench_api import request_headers, run_api_bench, search_levels, served_api, table
     from rag_server.demo import DEMO_DOMAIN
     from rag_server.domains import get_domain
     from rag_server.errors import NotFound
@@ -374,6 +375,7 @@ def bench_api(
             ).fetchone()
             assert owner is not None  # the domain was found above
             created = create_key(conn, owner[0], "bench api", "reader", [domain])
+        headers = request_headers(created.key)
         try:
             with served_api(workers, {"RAG_AUTH_DISABLED": "0"}) as base_url:
                 result = run_api_bench(
@@ -386,8 +388,12 @@ def bench_api(
                     clients,
                     requests,
                     seconds,
-                    request_headers(created.key),
+                    headers,
                 )
+            # The same searches once more, each query embedded again: what a stream of new queries costs.
+            with served_api(workers, {"RAG_AUTH_DISABLED": "0", "RAG_EMBEDDING_CACHE_SIZE": "0"}) as base_url:
+                levels = search_levels(base_url, domain, queries, clients, requests, seconds, headers)
+            result["search_uncached"] = {"path": "/v1/search", "embedding_cache": "off", "levels": levels}
         finally:
             with pool.connection() as conn:
                 revoke_key(conn, created.info.id)

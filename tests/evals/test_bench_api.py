@@ -46,10 +46,17 @@ def test_bench_api_measures_search_and_cached_ask(
         assert level["requests_per_s"] > 0 and 0 < level["p50_ms"] <= level["p95_ms"]
         assert result[endpoint]["in_process_ms"]["p50"] > 0 and level["p50_over_in_process"] > 0
     assert result["ask_cached"]["levels"]["2"]["cache_hit_share"] == 1.0  # every repeat came from the cache
+    uncached = result["search_uncached"]  # a second server, every query embedded
+    assert uncached["embedding_cache"] == "off" and uncached["levels"]["2"]["requests"] == 6
+    assert uncached["levels"]["2"]["errors"] == 0
     # Targets are named with what was measured; a level not run leaves a target unmeasured.
     assert result["against_targets"]["search_rps_at_8_clients"]["measured"] is None
     assert (
         result["against_targets"]["ask_cached_p50_ms"]["measured"]
         == result["ask_cached"]["levels"]["2"]["p50_ms"]
     )
-    assert "/v1/ask cached" in done.stdout and "ratio" in done.stdout
+    assert (
+        "/v1/ask cached" in done.stdout
+        and "ratio" in done.stdout
+        and "RAG_EMBEDDING_CACHE_SIZE=0" in done.stdout
+    )
