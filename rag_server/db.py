@@ -43,6 +43,12 @@ _MIGRATION_LOCK = 0x7261675F6D696772
 _MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
+# In the FROM list of a hot-path write (a request log, a counter): its commit does not wait for the disk
+# (set_config's `true`: for this statement's transaction only). A crash of the database may lose the last
+# fraction of a second of such writes, and nothing else; a request waits ~0.5 ms less for each.
+NO_WAIT_FOR_DISK = "set_config('synchronous_commit', 'off', true)"
+
+
 # --- Which server ---------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from rag_server.db import NO_WAIT_FOR_DISK
 from rag_server.errors import BudgetExceeded, RateLimited
 from rag_server.keys import Principal
 
@@ -65,8 +66,8 @@ def count_request(conn: psycopg.Connection[Any], principal: Principal) -> None:
     ):
         return
     row = conn.execute(
-        """INSERT INTO rate_windows AS w (key_id, window_start, requests)
-           VALUES (%(key)s, date_trunc('minute', clock_timestamp()), 1)
+        f"""INSERT INTO rate_windows AS w (key_id, window_start, requests)
+           SELECT %(key)s, date_trunc('minute', clock_timestamp()), 1 FROM {NO_WAIT_FOR_DISK}
            ON CONFLICT (key_id, window_start) DO UPDATE SET requests = w.requests + 1
            WHERE (%(rpm)s::int IS NULL OR w.requests < %(rpm)s)
              AND (%(tpm)s::bigint IS NULL OR w.tokens < %(tpm)s)

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from rag_server.db import NO_WAIT_FOR_DISK
 from rag_server.keys import Principal
 from rag_server.trace import Usage
 
@@ -51,9 +52,9 @@ def record(conn: psycopg.Connection[Any], principal: Principal, entry: RequestRe
     """Log a finished request; a request id seen twice (a client reusing X-Request-ID) keeps the first."""
     usage = entry.usage
     conn.execute(
-        """INSERT INTO requests (id, project_id, key_id, endpoint, domain, route, status, prompt_tokens,
+        f"""INSERT INTO requests (id, project_id, key_id, endpoint, domain, route, status, prompt_tokens,
                                  cached_tokens, completion_tokens, cost_usd, cache_hit, abstained, question, trace)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM {NO_WAIT_FOR_DISK}
            ON CONFLICT (id) DO NOTHING""",
         (
             entry.request_id,

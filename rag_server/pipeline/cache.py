@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from rag_server.config import Settings
+from rag_server.db import NO_WAIT_FOR_DISK
 from rag_server.domains import Domain
 from rag_server.errors import ConfigError
 from rag_server.pipeline.paraphrase import same_specifics
@@ -136,7 +137,7 @@ class AnswerCache:
                 " hit AS (UPDATE answer_cache a SET hits = a.hits + 1 FROM state s"
                 "  WHERE a.domain_id = %(domain)s AND a.key = %(key)s AND a.generation = s.generation"
                 "  AND a.catalog = s.catalog RETURNING a.response)"
-                " SELECT s.generation, s.catalog, (SELECT response FROM hit) FROM state s",
+                f" SELECT s.generation, s.catalog, (SELECT response FROM hit) FROM state s, {NO_WAIT_FOR_DISK}",
                 {"domain": domain.id, "key": key},
             ).fetchone()
         if row is None:
