@@ -1,4 +1,7 @@
-"""Typed dependencies of the routes: what the application holds for as long as it runs."""
+"""Typed dependencies of the routes: what the application holds for as long as it runs.
+
+They are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop per dependency per
+request for reading an attribute."""
 
 from __future__ import annotations
 
@@ -11,15 +14,15 @@ from rag_server.config import Settings
 from rag_server.retrieval.search import Searcher
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def _pool(request: Request) -> ConnectionPool:
+async def _pool(request: Request) -> ConnectionPool:
     return request.app.state.pool
 
 
-def _searcher(request: Request) -> Searcher:
+async def _searcher(request: Request) -> Searcher:
     return request.app.state.searcher
 
 
