@@ -135,6 +135,7 @@ async def _level(
                     hits += 1
 
         await asyncio.gather(*(one_client(conn) for conn in connections))
+        reopened = sum(conn.reopened for conn in connections)
         elapsed = time.perf_counter() - started
     finally:
         await asyncio.gather(*(conn.close() for conn in connections))
@@ -142,6 +143,7 @@ async def _level(
         "clients": clients,
         "requests": len(latencies),
         "errors": errors,
+        "connections_reopened": reopened,  # kept-alive ones the server closed while idle (warm-up)
         "seconds": round(elapsed, 3),
         "requests_per_s": round(len(latencies) / elapsed, 1),
         **{f"{name}_ms": value for name, value in _stats(latencies).items()},

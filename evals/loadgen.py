@@ -36,22 +36,40 @@ def post_request(host: str, path: str, body: dict[str, Any], headers: dict[str, 
 class Connection:
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reopened = 0
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     @classmethod
     async def open(cls, base_url: str) -> Connection:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the load generator speaks plain http to a host: {base_url!r}")
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
-        return cls(reader, writer)
+        conn = cls(parts.hostname, parts.port or 80)
+        conn._streams = await asyncio.open_connection(conn.host, conn.port)
+        return conn
 
     async def send(self, request: bytes) -> Reply:
-        """Send a prepared request and read its whole response."""
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        """Send a prepared request and read its whole response. A kept-alive connection the server closed
+        while it was idle (uvicorn does after 5 s) is opened again and the request sent on the new one."""
+        assert self._streams is not None  # opened by `open`
+        reader, writer = self._streams
+        writer.write(request)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError) as error:
+            if isinstance(error, asyncio.IncompleteReadError) and error.partial:
+                raise ConnectionError("the server closed the connection mid-response") from None
+            writer.close()
+            self._streams = reader, writer = await asyncio.open_connection(self.host, self.port)
+            self.reopened += 1
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+        return await self._rest(reader, head)
+
+    async def _rest(self, reader: asyncio.StreamReader, head: bytes) -> Reply:
         status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
         status = int(status_line.split(" ", 2)[1])
         headers = {}
@@ -59,24 +77,27 @@ class Connection:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         if "content-length" in headers:
-            body = await self.reader.readexactly(int(headers["content-length"]))
+            body = await reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
-            body = await self._chunked()
+            body = await _chunked(reader)
         else:
             raise ValueError(f"a response without a length (status {status}): the bench needs keep-alive")
         if headers.get("connection", "").lower() == "close":
             raise ConnectionError(f"the server closed the connection after a {status}")
         return Reply(status, body)
 
-    async def _chunked(self) -> bytes:
-        parts = []
-        while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
-            parts.append(await self.reader.readexactly(size))
-            await self.reader.readexactly(2)
-        await self.reader.readuntil(b"\r\n")  # the empty trailer
-        return b"".join(parts)
-
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
+        if self._streams is not None:
+            writer = self._streams[1]
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+async def _chunked(reader: asyncio.StreamReader) -> bytes:
+    parts = []
+    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        parts.append(await reader.readexactly(size))
+        await reader.readexactly(2)
+    await reader.readuntil(b"\r\n")  # the empty trailer
+    return b"".join(parts)

@@ -50,3 +50,30 @@ def test_load_generator_reads_lengths_and_chunks_on_one_connection() -> None:
 def test_load_generator_speaks_plain_http_only() -> None:
     with pytest.raises(ValueError, match="plain http"):
         asyncio.run(Connection.open("https://example.com"))
+
+
+async def reopened_exchange() -> tuple[int, list[int], int]:
+    """A server that closes each connection after one reply, as uvicorn closes an idle kept-alive one."""
+    opened = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(REPLIES[0])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = await Connection.open(f"http://127.0.0.1:{port}")
+    request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+    statuses = [(await conn.send(request)).status for _ in range(3)]
+    await conn.close()
+    server.close()
+    return opened, statuses, conn.reopened
+
+
+def test_load_generator_opens_a_connection_the_server_closed_while_idle_again() -> None:
+    opened, statuses, reopened = asyncio.run(reopened_exchange())
+    assert statuses == [200, 200, 200] and opened == 3 and reopened == 2
