@@ -4,8 +4,9 @@ against the key's rate limit on the way (RAG_AUTH_DISABLED: the local owner of p
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
@@ -44,9 +45,15 @@ def identify(
         else:
             principal = authenticate(conn, key)
             count_request(conn, principal)
-        if domain is not None and not principal.unrestricted:
-            principal.check_domain(domain, domain_project(conn, domain))
+        if domain is not None:
+            _allow(conn, principal, domain)
     return principal
+
+
+def _allow(conn: psycopg.Connection[Any], principal: Principal, domain: str) -> None:
+    """403 unless the key may use `domain` (granted to it, of its project)."""
+    if not principal.unrestricted:
+        principal.check_domain(domain, domain_project(conn, domain))
 
 
 CallerDep = Annotated[Principal, Depends(caller)]
@@ -56,13 +63,13 @@ KeyDep = Annotated[str | None, Depends(presented_key)]
 async def check_domain(pool: ConnectionPool, principal: Principal, domain: str) -> None:
     """403 unless the key may use `domain` (granted to it, of its project)."""
     if principal.unrestricted:
-        return
+        return  # no hop
 
-    def run() -> int | None:
+    def run() -> None:
         with pool.connection() as conn:
-            return domain_project(conn, domain)
+            _allow(conn, principal, domain)
 
-    principal.check_domain(domain, await asyncio.to_thread(run))
+    await asyncio.to_thread(run)
 
 
 def visible(principal: Principal, domains: list[Domain]) -> list[Domain]:
