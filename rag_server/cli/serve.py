@@ -73,7 +73,11 @@ def serve(
         # on shutdown about the locks each worker's progress bars made (it frees them): not a log line.
         sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
         # Each worker builds the app from the environment (create_app() with no settings).
-        uvicorn.run("rag_server.api.app:create_app", factory=True, workers=workers, **options)
+        from rag_server.api.workers import run_workers
+
+        run_workers(
+            uvicorn.Config("rag_server.api.app:create_app", factory=True, workers=workers, **options), workers
+        )
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -4,6 +4,7 @@ has started)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from evals.loadgen import Connection
 from rag_server.api.app import create_app
 from rag_server.api.logs import JsonFormatter, RedactSecrets
 from rag_server.config import Settings
@@ -230,6 +232,10 @@ def test_serve_runs_workers_logs_json_without_secrets_and_drains_on_sigterm(
             )
             assert search.status_code == 200, search.text
 
+            # Eight kept-alive connections opened at once are spread over both workers (uvicorn's own
+            # workers most often gave all eight to one).
+            asyncio.run(_burst_of_connections(base, 8))
+
             # A slow request in flight when SIGTERM comes still completes.
             outcome: dict[str, httpx.Response] = {}
 
@@ -260,3 +266,26 @@ def test_serve_runs_workers_logs_json_without_secrets_and_drains_on_sigterm(
     assert by_path["/v1/ask"]["status"] == 200 and by_path["/v1/ask"]["duration_ms"] >= 3000
     assert all(line["request_id"] and "?" not in line["path"] for line in access)
     assert {line["pid"] for line in access} <= worker_pids
+    burst = [
+        line for line in access if line["path"] == "/healthz" and line["request_id"].startswith("burst-")
+    ]
+    assert len(burst) == 8 * 3
+    assert {line["pid"] for line in burst} == worker_pids, "one worker took every connection of the burst"
+
+
+async def _burst_of_connections(base: str, count: int) -> None:
+    """`count` connections opened together, each sending three requests in turn (request ids burst-...)."""
+    host = base.split("://", 1)[1]
+    connections = await asyncio.gather(*(Connection.open(base) for _ in range(count)))
+    try:
+        for turn in range(3):
+            requests = [
+                f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Request-ID: burst-{turn}-{number}\r\n\r\n".encode()
+                for number in range(count)
+            ]
+            replies = await asyncio.gather(
+                *(conn.send(r) for conn, r in zip(connections, requests, strict=True))
+            )
+            assert all(reply.status == 200 for reply in replies)
+    finally:
+        await asyncio.gather(*(conn.close() for conn in connections))
