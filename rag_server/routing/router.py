@@ -32,7 +32,6 @@ from rag_server.routing.model import (
     ROUTER_ROUTES,
     RouterModel,
     default_model,
-    latest_version,
     load_model,
 )
 from rag_server.sql import deterministic
@@ -132,10 +131,11 @@ class QueryRouter:
     ) -> RouteDecision:
         """Route a question. `vector` is its embedding, or how to compute it: it is computed only when the
         surface model is not sure."""
-        # One connection for both lookups: this is on every routed search's path.
+        # One statement for both stamps (the newest model version, the catalog's): on every routed search.
         with self.pool.connection() as conn:
-            trained = self._trained_model(conn, domain)
-            vocabulary = self._vocabulary(conn, domain)
+            version, catalog_stamp = _stamps(conn, domain)
+            trained = self._trained_model(conn, domain, version)
+            vocabulary = self._vocabulary(conn, domain, catalog_stamp)
         # "builtin": the packaged model (decided_by "default" means the default route, RAG_DEFAULT_ROUTE).
         model, model_name = trained or (self._default_model(), "builtin")
         drafted = deterministic.draft(question, vocabulary.catalog)
@@ -249,11 +249,12 @@ class QueryRouter:
     def vocabulary(self, domain: Domain) -> Vocabulary:
         """The domain's table words and catalog, as the features see them."""
         with self.pool.connection() as conn:
-            return self._vocabulary(conn, domain)
+            return self._vocabulary(conn, domain, _stamps(conn, domain)[1])
 
-    def _trained_model(self, conn: Any, domain: Domain) -> tuple[RouterModel, str] | None:
-        """The domain's newest trained model, if it fits this embedding model and feature version."""
-        version = latest_version(conn, domain.id)
+    def _trained_model(
+        self, conn: Any, domain: Domain, version: int | None
+    ) -> tuple[RouterModel, str] | None:
+        """The domain's newest trained model (`version`), if it fits this embedding model and feature version."""
         if version is None:
             return None
         cached = self._models.get(domain.id)
@@ -274,14 +275,8 @@ class QueryRouter:
                 self._default = default_model(self.embedder, self.settings.data_dir)
             return self._default
 
-    def _vocabulary(self, conn: Any, domain: Domain) -> Vocabulary:
-        # Tables and joins both shape the vocabulary's catalog (the offline generator joins on the latter).
-        stamp = conn.execute(
-            "SELECT count(*), max(updated_at),"
-            " (SELECT coalesce(max(id), 0) FROM sql_joins WHERE domain_id = %s)"
-            " FROM sql_tables WHERE domain_id = %s",
-            (domain.id, domain.id),
-        ).fetchone()
+    def _vocabulary(self, conn: Any, domain: Domain, stamp: tuple[Any, ...]) -> Vocabulary:
+        """The vocabulary of the domain's catalog as of `stamp` (_stamps), built again when it moved."""
         cached = self._vocabularies.get(domain.id)
         if cached is not None and cached[0] == stamp:
             return cached[1]
@@ -315,6 +310,19 @@ class QueryRouter:
             f"asked in {(time.perf_counter() - started) * 1000:.0f} ms",
         ]
         return RouteDecision(chosen, max(0.0, min(stated, 1.0)), reasons, "llm", model_calls=[reply.call])
+
+
+def _stamps(conn: Any, domain: Domain) -> tuple[int | None, tuple[Any, ...]]:
+    """The domain's newest router model version, and its catalog's stamp (tables and joins both shape the
+    vocabulary's catalog: the offline generator joins on the latter), in one statement."""
+    row = conn.execute(
+        "SELECT (SELECT max(version) FROM router_models WHERE domain_id = %(domain)s),"
+        " (SELECT count(*) FROM sql_tables WHERE domain_id = %(domain)s),"
+        " (SELECT max(updated_at) FROM sql_tables WHERE domain_id = %(domain)s),"
+        " (SELECT coalesce(max(id), 0) FROM sql_joins WHERE domain_id = %(domain)s)",
+        {"domain": domain.id},
+    ).fetchone()
+    return row[0], tuple(row[1:])
 
 
 def _structural(features: np.ndarray) -> bool:
