@@ -189,9 +189,10 @@ class AnswerCache:
                     break
                 if not same_specifics(question, stored):
                     continue
+                # The hit counter, like the exact hit's, commits without waiting for the disk (db.py).
                 row = conn.execute(
-                    "UPDATE answer_cache SET hits = hits + 1 WHERE domain_id = %s AND key = %s"
-                    " AND generation = %s AND catalog = %s RETURNING response",
+                    f"UPDATE answer_cache SET hits = hits + 1 FROM {NO_WAIT_FOR_DISK}"
+                    " WHERE domain_id = %s AND key = %s AND generation = %s AND catalog = %s RETURNING response",
                     (domain.id, key, *state),
                 ).fetchone()
                 if row:
