@@ -158,4 +158,6 @@ def run_workers(config: uvicorn.Config, workers: int) -> None:
 
 def _worker(config: uvicorn.Config, sock: socket.socket, ready: Any, listening: Any) -> None:
     config.configure_logging()
-    BalancedServer(config, ready, listening).run(sockets=[sock])
+    # Ctrl-C reaches every worker too: uvicorn finishes what is in flight, then raises the signal again.
+    with contextlib.suppress(KeyboardInterrupt):
+        BalancedServer(config, ready, listening).run(sockets=[sock])

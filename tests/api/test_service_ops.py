@@ -236,6 +236,16 @@ def test_serve_runs_workers_logs_json_without_secrets_and_drains_on_sigterm(
             # workers most often gave all eight to one).
             asyncio.run(_burst_of_connections(base, 8))
 
+            # A worker that dies is started again.
+            killed = min(worker_pids)
+            os.kill(killed, signal.SIGKILL)
+            assert wait_until(
+                lambda: len(_workers(process)) == 2 and killed not in {w.pid for w in _workers(process)},
+                timeout=60,
+            ), "the dead worker was not started again"
+            replacement = {worker.pid for worker in _workers(process)} - worker_pids
+            worker_pids |= replacement
+
             # A slow request in flight when SIGTERM comes still completes.
             outcome: dict[str, httpx.Response] = {}
 
@@ -270,7 +280,8 @@ def test_serve_runs_workers_logs_json_without_secrets_and_drains_on_sigterm(
         line for line in access if line["path"] == "/healthz" and line["request_id"].startswith("burst-")
     ]
     assert len(burst) == 8 * 3
-    assert {line["pid"] for line in burst} == worker_pids, "one worker took every connection of the burst"
+    assert {line["pid"] for line in burst} == worker_pids - replacement, "one worker took the whole burst"
+    assert any(line["message"].startswith(f"worker {killed} exited") for line in lines)
 
 
 async def _burst_of_connections(base: str, count: int) -> None:
