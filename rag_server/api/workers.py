@@ -39,7 +39,8 @@ class BalancedServer(uvicorn.Server):
         self._ready = ready
         self._listening = listening
         self._listeners: list[socket.socket] = []
-        self._opening = 0  # accepted, not yet among the server state's connections
+        # Connections accepted, not yet among the server state's.
+        self._opening: set[asyncio.Task[Any]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # The lifespan and the server state as uvicorn sets them up, with no listener of its own.
@@ -62,7 +63,7 @@ class BalancedServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
     def _accept(self, sock: socket.socket) -> None:
-        busy = len(self.server_state.connections) + self._opening
+        busy = len(self.server_state.connections) + len(self._opening)
         if not busy:
             if not self._take(sock):
                 asyncio.get_running_loop().remove_reader(sock.fileno())
@@ -91,14 +92,16 @@ class BalancedServer(uvicorn.Server):
             loop.call_later(0.1, self._resume, sock)
             return False
         connection.setblocking(False)
-        self._opening += 1
-        # The transport is kept by the protocol, and the protocol by the server state.
+        # Kept until the connection is among the server state's (its protocol holds the transport then).
         task = loop.create_task(loop.connect_accepted_socket(self._protocol, connection))
+        self._opening.add(task)
         task.add_done_callback(self._opened)
         return True
 
-    def _opened(self, _: asyncio.Task[Any]) -> None:
-        self._opening -= 1
+    def _opened(self, task: asyncio.Task[Any]) -> None:
+        self._opening.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the client left as it connected, say
+            log.debug("a connection could not be set up: %s", task.exception())
 
     def _protocol(self) -> asyncio.Protocol:
         config = self.config
