@@ -110,9 +110,9 @@ class BalancedServer(uvicorn.Server):
         )
 
 
-def run_workers(config: uvicorn.Config, workers: int) -> None:
-    """Serve with `workers` processes until SIGINT or SIGTERM, which each worker gets to finish what is in
-    flight. Connections are taken once every worker is ready (one ready first would hold them all, kept
+def run_workers(config: uvicorn.Config) -> None:
+    """Serve with `config.workers` processes until SIGINT or SIGTERM, which each worker gets to finish what
+    is in flight. Connections are taken once every worker is ready (one ready first would hold them all, kept
     alive); a worker that dies later is started again, one that fails to start stops the server."""
     sock = config.bind_socket()
     context = multiprocessing.get_context("spawn")
@@ -127,7 +127,7 @@ def run_workers(config: uvicorn.Config, workers: int) -> None:
         process.start()
         return process
 
-    processes = [start() for _ in range(workers)]
+    processes = [start() for _ in range(config.workers)]
     started: set[int] = set()
     failed = False
     try:
@@ -137,7 +137,7 @@ def run_workers(config: uvicorn.Config, workers: int) -> None:
             if not listening.is_set() and all(process.pid in started for process in processes):
                 sock.listen(config.backlog)
                 listening.set()
-                log.info("%d workers ready: accepting connections", workers)
+                log.info("%d workers ready: accepting connections", config.workers)
             for index, process in enumerate(processes):
                 if process.is_alive():
                     continue

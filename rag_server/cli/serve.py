@@ -75,9 +75,7 @@ def serve(
         # Each worker builds the app from the environment (create_app() with no settings).
         from rag_server.api.workers import run_workers
 
-        run_workers(
-            uvicorn.Config("rag_server.api.app:create_app", factory=True, workers=workers, **options), workers
-        )
+        run_workers(uvicorn.Config("rag_server.api.app:create_app", factory=True, workers=workers, **options))
 
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
