@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,9 +147,10 @@ def test_each_domain_gets_its_own_index_and_older_databases_are_moved_to_them(
 
 EMBEDDED_CHILD = textwrap.dedent(
     """
-    import sys, time
+    import faulthandler, signal, sys, time
     from pathlib import Path
     from rag_server.db import EmbeddedServer
+    faulthandler.register(signal.SIGUSR1)  # the test asks for the stack of a child that does not exit
     server = EmbeddedServer.attach(Path(sys.argv[1]))
     print(server.url, flush=True)
     time.sleep(600)
@@ -159,6 +161,21 @@ EMBEDDED_CHILD = textwrap.dedent(
 def _postmaster_pid(pgdata: Path) -> int | None:
     pid_file = pgdata / "postmaster.pid"
     return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+def _exits(process: subprocess.Popen[str], pgdata: Path, timeout: float = 60) -> None:
+    """Wait for a child to exit; if it does not, fail with its stack and the server's log (a stop that hangs
+    says why)."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        process.kill()
+        process.wait()
+        stack = Path(f"{pgdata}.{process.pid}.stderr").read_text()
+        log = (pgdata / "log").read_text()[-3000:] if (pgdata / "log").exists() else "(no log)"
+        pytest.fail(f"the child did not exit in {timeout} s\n{stack}\nserver log:\n{log}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -174,9 +191,17 @@ def test_embedded_server_is_shared_and_stopped_by_its_last_user(data_dir: Path) 
     pgdata = data_dir / "lifecycle" / "pgdata"
 
     def child() -> subprocess.Popen[str]:
+        # stderr to a file, not a pipe nobody reads while the child runs
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        stderr = (pgdata.parent / "child.stderr").open("w")
         process = subprocess.Popen(
-            [sys.executable, "-c", EMBEDDED_CHILD, str(pgdata)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", EMBEDDED_CHILD, str(pgdata)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
+        stderr.close()
+        Path(stderr.name).rename(f"{pgdata}.{process.pid}.stderr")
         assert process.stdout is not None
         assert process.stdout.readline().startswith("postgresql://")
         return process
@@ -192,10 +217,10 @@ def test_embedded_server_is_shared_and_stopped_by_its_last_user(data_dir: Path) 
     assert _pid_alive(postmaster)
     # The second (and last) user is stopped politely: it stops the server.
     second.send_signal(signal.SIGTERM)
-    second.wait(timeout=60)
+    _exits(second, pgdata)
     assert wait_until(lambda: not _pid_alive(postmaster))
     # A new user starts it again on the same data.
     third = child()
     assert _postmaster_pid(pgdata) not in (None, postmaster)
     third.send_signal(signal.SIGINT)
-    third.wait(timeout=60)
+    _exits(third, pgdata)
