@@ -151,6 +151,8 @@ EMBEDDED_CHILD = textwrap.dedent(
     from pathlib import Path
     from rag_server.db import EmbeddedServer
     faulthandler.register(signal.SIGUSR1)  # the test asks for the stack of a child that does not exit
+    # Ctrl-C raises KeyboardInterrupt even where the test runs in the background (`cmd &` ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server = EmbeddedServer.attach(Path(sys.argv[1]))
     print(server.url, flush=True)
     time.sleep(600)
